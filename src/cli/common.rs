@@ -1,0 +1,135 @@
+//! What several subcommands share: input-related flags, loading a model with optional
+//! concrete input shapes, choosing inputs, and progress spinners.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::ir::{Graph, Shape, Tensor};
+use crate::verify::{concrete_input_shapes, parse_shape, random_inputs};
+
+/// Flags that choose a model's inputs.
+#[derive(Debug, Clone, clap::Args)]
+pub struct InputFlags {
+    /// Fix an input's shape, e.g. `--shape image=8x3x224x224` (repeatable).
+    #[arg(long = "shape", value_name = "NAME=DIMS", value_parser = parse_shape_arg)]
+    pub shapes: Vec<(String, Vec<usize>)>,
+    /// Read an input from a safetensors file, e.g. `--input image=x.safetensors`; the file
+    /// holds a tensor of that name or exactly one tensor (repeatable).
+    #[arg(long = "input", value_name = "NAME=FILE")]
+    pub inputs: Vec<String>,
+    /// Size of symbolic batch dimensions (axis 0) when no --shape fixes them.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Size of other symbolic dimensions (e.g. sequence length) when no --shape fixes them.
+    #[arg(long, default_value_t = 16)]
+    pub seq: usize,
+    /// Seed of the random inputs generated for inputs not given with --input.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+fn parse_shape_arg(s: &str) -> Result<(String, Vec<usize>), String> {
+    parse_shape(s).map_err(|e| e.to_string())
+}
+
+/// Imports an ONNX file, fixing the shapes of inputs named in `shapes`.
+pub fn import(path: &Path, shapes: &[(String, Vec<usize>)]) -> anyhow::Result<Graph> {
+    let sp = spinner(format!("importing {}", path.display()));
+    let mut g = crate::onnx::import_file(path)?;
+    sp.finish_and_clear();
+    if !shapes.is_empty() {
+        let known = concrete_input_shapes(&g, shapes, 1, 1).with_context(|| path.display().to_string())?;
+        for (name, _, dims) in known.iter().filter(|(n, _, _)| shapes.iter().any(|(s, _)| s == n)) {
+            g.set_input_shape(name, Shape::known(dims))?;
+        }
+        crate::ir::infer::infer_types(&mut g).with_context(|| path.display().to_string())?;
+    }
+    Ok(g)
+}
+
+/// Runs the standard simplification passes, evaluating constants on the CPU.
+pub fn optimize(g: &mut Graph, path: &Path) -> anyhow::Result<Vec<crate::passes::PassReport>> {
+    let sp = spinner("simplifying the graph".to_string());
+    let r = crate::passes::optimize(g, &crate::exec::CpuBackend).with_context(|| path.display().to_string());
+    sp.finish_and_clear();
+    r
+}
+
+/// The inputs for one run: files named by --input, random data for the rest, all with
+/// concrete shapes. Also returns the shapes so that other runtimes can be prepared.
+pub fn inputs(g: &Graph, flags: &InputFlags) -> anyhow::Result<Vec<(String, Tensor)>> {
+    let mut given: Vec<(String, Tensor)> = Vec::new();
+    for spec in &flags.inputs {
+        let (name, file) = spec
+            .split_once('=')
+            .with_context(|| format!("--input '{spec}' is not NAME=FILE.safetensors"))?;
+        let tensors = crate::io::read_safetensors(Path::new(file))?;
+        let t = match tensors.iter().find(|(n, _)| n == name) {
+            Some((_, t)) => t.clone(),
+            None if tensors.len() == 1 => tensors[0].1.clone(),
+            None => anyhow::bail!("{file}: no tensor named '{name}' (and more than one tensor in the file)"),
+        };
+        given.push((name.to_string(), t));
+    }
+    let mut shapes = flags.shapes.clone();
+    for (n, t) in &given {
+        shapes.retain(|(s, _)| s != n);
+        shapes.push((n.clone(), t.shape().to_vec()));
+    }
+    let concrete = concrete_input_shapes(g, &shapes, flags.batch, flags.seq)?;
+    let mut out = random_inputs(&concrete, flags.seed);
+    for (name, t) in given {
+        let slot = out.iter_mut().find(|(n, _)| *n == name).expect("every named input was resolved");
+        slot.1 = t;
+    }
+    Ok(out)
+}
+
+/// A spinner on stderr for work that takes a while; hidden when stderr is not a terminal.
+pub fn spinner(msg: String) -> ProgressBar {
+    let sp = ProgressBar::new_spinner();
+    sp.set_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("valid template"));
+    sp.set_message(msg);
+    sp.enable_steady_tick(Duration::from_millis(120));
+    sp
+}
+
+/// A progress bar over `n` steps on stderr.
+pub fn bar(n: u64, msg: &str) -> ProgressBar {
+    let pb = ProgressBar::new(n);
+    pb.set_style(
+        ProgressStyle::with_template("{msg:24} [{bar:30}] {pos}/{len} {elapsed}<{eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    pb.set_message(msg.to_string());
+    pb
+}
+
+/// `path` with its extension replaced, for default output names.
+pub fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!("{stem}{suffix}"))
+}
+
+/// One-line statistics of a tensor: shape, dtype, min, max, mean, std.
+pub fn summary(t: &Tensor) -> String {
+    let v = t.to_f64_vec();
+    if v.is_empty() {
+        return format!("{}{:?} (empty)", t.dtype(), t.shape());
+    }
+    let n = v.len() as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
+    let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!(
+        "{}{:?}  min {min:.6}  max {max:.6}  mean {mean:.6}  std {:.6}",
+        t.dtype(),
+        t.shape(),
+        var.sqrt()
+    )
+}

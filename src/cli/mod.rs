@@ -1,0 +1,49 @@
+//! The `glora` command line: one file per subcommand, each parsing its arguments with
+//! clap's derive API and calling the library. Errors come back as one line.
+
+mod bench;
+mod common;
+mod convert;
+mod inspect;
+mod run;
+mod verify;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// GLoRA fine-tuning as a compile-train-export pipeline: import an ONNX model, adapt,
+/// train, search, merge, and export an ONNX file with the base model's cost.
+#[derive(Debug, Parser)]
+#[command(name = "glora", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show a model's inputs, outputs, op histogram, parameter count and linear layers.
+    Inspect(inspect::Args),
+    /// Run a model with glora's CPU executor and summarise (or save) its outputs.
+    Run(run::Args),
+    /// Import a model, simplify it (fold constants, fuse LayerNorm and GELU, drop dead
+    /// code) and export it again.
+    Convert(convert::Args),
+    /// Run a model in tract and compare it with another model or with glora's executor.
+    Verify(verify::Args),
+    /// Measure speed: glora's executor against tract.
+    #[command(subcommand)]
+    Bench(bench::Bench),
+}
+
+/// Runs one parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Inspect(a) => inspect::run(a),
+        Command::Run(a) => run::run(a),
+        Command::Convert(a) => convert::run(a),
+        Command::Verify(a) => verify::run(a),
+        Command::Bench(b) => bench::run(b),
+    }
+}

@@ -1,0 +1,43 @@
+//! `glora run MODEL.onnx`: runs a model with glora's CPU executor on given or random
+//! inputs, prints a summary of each output, and optionally saves them.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use super::common::{self, InputFlags};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The ONNX model.
+    pub model: PathBuf,
+    #[command(flatten)]
+    pub inputs: InputFlags,
+    /// Write the outputs to this safetensors file (named as the model names them).
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+}
+
+pub fn run(a: Args) -> anyhow::Result<ExitCode> {
+    let mut g = common::import(&a.model, &a.inputs.shapes)?;
+    common::optimize(&mut g, &a.model)?;
+    let inputs = common::inputs(&g, &a.inputs)?;
+    for (n, t) in &inputs {
+        println!("input  {n:<24} {}", common::summary(t));
+    }
+    let session = crate::exec::Session::new(&g, crate::exec::CpuBackend)?;
+    let t0 = Instant::now();
+    let outputs = session.run(&inputs)?;
+    let dt = t0.elapsed();
+    let names = session.output_names();
+    for (n, t) in names.iter().zip(&outputs) {
+        println!("output {n:<24} {}", common::summary(t));
+    }
+    println!("ran in {:.1} ms", dt.as_secs_f64() * 1e3);
+    if let Some(path) = &a.output {
+        let named: Vec<_> = names.into_iter().zip(outputs).collect();
+        crate::io::write_safetensors(path, &named)?;
+        println!("wrote {}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}

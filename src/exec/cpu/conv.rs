@@ -1,0 +1,447 @@
+//! N-dimensional Conv and ConvTranspose (NC… layout) with groups, strides,
+//! dilations, explicit or automatic padding, and for ConvTranspose output padding
+//! and an explicit output shape. Conv unfolds each image and group into a column
+//! matrix (im2col) and multiplies it by the group's filters; ConvTranspose multiplies
+//! the transposed filters by the input and scatters the columns back (col2im).
+//! Computation is in f32 through the matmul kernel.
+
+use rayon::prelude::*;
+
+use crate::ir::{AutoPad, ConvAttrs};
+
+use super::matmul::{MatRef, gemm_into};
+use super::strided::PAR_MIN_ELEMS;
+use super::value::{CpuValue, OpResult, bail, sh};
+
+/// The resolved geometry of one convolution.
+#[derive(Debug, Clone, PartialEq)]
+struct Geometry {
+    kernel: Vec<usize>,
+    strides: Vec<usize>,
+    dilations: Vec<usize>,
+    /// Padding before each spatial axis; negative for ConvTranspose outputs that
+    /// grow past the natural size.
+    pad_begin: Vec<i64>,
+    out: Vec<usize>,
+}
+
+fn per_axis(v: &[usize], n: usize, default: usize, what: &str) -> OpResult<Vec<usize>> {
+    if v.is_empty() {
+        return Ok(vec![default; n]);
+    }
+    if v.len() != n {
+        bail!("{what} {v:?} has {} entries for {n} spatial axes", v.len());
+    }
+    if what != "output_padding" && v.contains(&0) {
+        bail!("{what} {v:?} must be positive");
+    }
+    Ok(v.to_vec())
+}
+
+fn kernel_of(attrs: &ConvAttrs, w: &[usize]) -> OpResult<Vec<usize>> {
+    let k = w[2..].to_vec();
+    if !attrs.kernel_shape.is_empty() && attrs.kernel_shape != k {
+        bail!("kernel_shape {:?} differs from the weight's {:?}", attrs.kernel_shape, k);
+    }
+    Ok(k)
+}
+
+fn conv_geometry(attrs: &ConvAttrs, input: &[usize], w: &[usize]) -> OpResult<Geometry> {
+    let n = input.len();
+    let kernel = kernel_of(attrs, w)?;
+    let strides = per_axis(&attrs.strides, n, 1, "strides")?;
+    let dilations = per_axis(&attrs.dilations, n, 1, "dilations")?;
+    let mut pad_begin = vec![0i64; n];
+    let mut out = vec![0usize; n];
+    for i in 0..n {
+        let span = (kernel[i] - 1) * dilations[i] + 1;
+        let (pb, pe) = match attrs.auto_pad {
+            AutoPad::NotSet => {
+                if attrs.pads.is_empty() {
+                    (0, 0)
+                } else if attrs.pads.len() == 2 * n {
+                    (attrs.pads[i], attrs.pads[i + n])
+                } else {
+                    bail!("pads {:?} has {} entries for {n} spatial axes", attrs.pads, attrs.pads.len());
+                }
+            }
+            AutoPad::Valid => (0, 0),
+            AutoPad::SameUpper | AutoPad::SameLower => {
+                let o = input[i].div_ceil(strides[i]);
+                let total = ((o.max(1) - 1) * strides[i] + span).saturating_sub(input[i]);
+                let small = total / 2;
+                if attrs.auto_pad == AutoPad::SameUpper {
+                    (small, total - small)
+                } else {
+                    (total - small, small)
+                }
+            }
+        };
+        let padded = input[i] + pb + pe;
+        if padded < span {
+            bail!(
+                "kernel extent {span} on spatial axis {i} exceeds the padded input size {padded}"
+            );
+        }
+        pad_begin[i] = pb as i64;
+        out[i] = (padded - span) / strides[i] + 1;
+    }
+    Ok(Geometry {
+        kernel,
+        strides,
+        dilations,
+        pad_begin,
+        out,
+    })
+}
+
+fn conv_transpose_geometry(attrs: &ConvAttrs, input: &[usize], w: &[usize]) -> OpResult<Geometry> {
+    let n = input.len();
+    let kernel = kernel_of(attrs, w)?;
+    let strides = per_axis(&attrs.strides, n, 1, "strides")?;
+    let dilations = per_axis(&attrs.dilations, n, 1, "dilations")?;
+    let out_pad = per_axis(&attrs.output_padding, n, 0, "output_padding")?;
+    let explicit_out: Option<Vec<usize>> = match attrs.output_shape.len() {
+        0 => None,
+        l if l == n => Some(attrs.output_shape.clone()),
+        l if l == n + 2 => Some(attrs.output_shape[2..].to_vec()),
+        _ => bail!("output_shape {:?} does not match {n} spatial axes", attrs.output_shape),
+    };
+    let mut pad_begin = vec![0i64; n];
+    let mut out = vec![0usize; n];
+    for i in 0..n {
+        let natural = (strides[i] * input[i].saturating_sub(1) + out_pad[i] + (kernel[i] - 1) * dilations[i] + 1) as i64;
+        let target = match (&explicit_out, attrs.auto_pad) {
+            (Some(o), _) => Some(o[i] as i64),
+            (None, AutoPad::SameUpper | AutoPad::SameLower) => Some((input[i] * strides[i]) as i64),
+            _ => None,
+        };
+        match target {
+            Some(t) => {
+                // The total padding is split with floor division, the larger half
+                // going last except for SAME_UPPER.
+                let total = natural - t;
+                let half = total.div_euclid(2);
+                pad_begin[i] = if attrs.auto_pad == AutoPad::SameUpper { half } else { total - half };
+                out[i] = t as usize;
+            }
+            None => {
+                let (pb, pe) = match attrs.auto_pad {
+                    AutoPad::Valid => (0, 0),
+                    _ if attrs.pads.is_empty() => (0, 0),
+                    _ if attrs.pads.len() == 2 * n => (attrs.pads[i] as i64, attrs.pads[i + n] as i64),
+                    _ => bail!("pads {:?} has {} entries for {n} spatial axes", attrs.pads, attrs.pads.len()),
+                };
+                let o = natural - pb - pe;
+                if o <= 0 {
+                    bail!("padding leaves no output on spatial axis {i}");
+                }
+                pad_begin[i] = pb;
+                out[i] = o as usize;
+            }
+        }
+    }
+    Ok(Geometry {
+        kernel,
+        strides,
+        dilations,
+        pad_begin,
+        out,
+    })
+}
+
+/// Checks the channel layout and returns (group, channels per group in x, output
+/// channels per group).
+fn groups(attrs: &ConvAttrs, c_in: usize, c_w0: usize, c_w1: usize, transpose: bool) -> OpResult<(usize, usize, usize)> {
+    let g = attrs.group.max(1);
+    if c_in % g != 0 {
+        bail!("{c_in} input channels do not split into {g} groups");
+    }
+    let cg = c_in / g;
+    if transpose {
+        if c_w0 != c_in {
+            bail!("weight has {c_w0} input channels, the input {c_in}");
+        }
+        Ok((g, cg, c_w1))
+    } else {
+        if c_w1 != cg {
+            bail!("weight expects {c_w1} channels per group, the input has {cg} ({c_in} in {g} groups)");
+        }
+        if c_w0 % g != 0 {
+            bail!("{c_w0} output channels do not split into {g} groups");
+        }
+        Ok((g, cg, c_w0 / g))
+    }
+}
+
+fn check_operands(x: &CpuValue, w: &CpuValue, b: Option<&CpuValue>) -> OpResult<()> {
+    if x.rank() < 3 {
+        bail!("input must be N×C×spatial, got shape {}", sh(x.dims()));
+    }
+    if w.rank() != x.rank() {
+        bail!("weight of shape {} does not match input of shape {}", sh(w.dims()), sh(x.dims()));
+    }
+    if !x.dtype().is_float() || w.dtype() != x.dtype() || b.is_some_and(|b| b.dtype() != x.dtype()) {
+        bail!("operands must share one float type");
+    }
+    Ok(())
+}
+
+fn bias_vector(b: Option<&CpuValue>, m: usize) -> OpResult<Option<Vec<f32>>> {
+    let Some(b) = b else { return Ok(None) };
+    if b.dims() != [m] {
+        bail!("bias must have shape [{m}], got {}", sh(b.dims()));
+    }
+    Ok(Some(b.to_f64_vec()?.into_iter().map(|v| v as f32).collect()))
+}
+
+fn add_bias(out: &mut [f32], bias: &Option<Vec<f32>>, plane: usize) {
+    let Some(bias) = bias else { return };
+    if plane == 0 {
+        return;
+    }
+    for (i, p) in out.chunks_mut(plane).enumerate() {
+        let b = bias[i % bias.len()];
+        p.iter_mut().for_each(|v| *v += b);
+    }
+}
+
+fn row_major_index(mut flat: usize, dims: &[usize], idx: &mut [usize]) {
+    for i in (0..dims.len()).rev() {
+        idx[i] = flat % dims[i];
+        flat /= dims[i];
+    }
+}
+
+pub(crate) fn conv(attrs: &ConvAttrs, x: &CpuValue, w: &CpuValue, b: Option<&CpuValue>) -> OpResult<CpuValue> {
+    check_operands(x, w, b)?;
+    let (xd, wd) = (x.dims().to_vec(), w.dims().to_vec());
+    let (n, c) = (xd[0], xd[1]);
+    let (g, cg, mg) = groups(attrs, c, wd[0], wd[1], false)?;
+    let geo = conv_geometry(attrs, &xd[2..], &wd)?;
+    let m = mg * g;
+    let bias = bias_vector(b, m)?;
+    let in_plane: usize = xd[2..].iter().product();
+    let out_plane: usize = geo.out.iter().product();
+    let ksize: usize = geo.kernel.iter().product();
+    let rows = cg * ksize;
+    let mut out = vec![0f32; n * m * out_plane];
+    let pointwise = ksize == 1
+        && geo.strides.iter().all(|&s| s == 1)
+        && geo.pad_begin.iter().all(|&p| p == 0)
+        && geo.out == xd[2..];
+    x.read_f32(|xv| {
+        w.read_f32(|wv| {
+            let xs = xv.to_contiguous();
+            let ws = wv.to_contiguous();
+            let mut cols = if pointwise { Vec::new() } else { vec![0f32; rows * out_plane] };
+            for img in 0..n {
+                for grp in 0..g {
+                    let x_off = (img * c + grp * cg) * in_plane;
+                    let xg = &xs[x_off..x_off + cg * in_plane];
+                    let rhs = if pointwise {
+                        xg
+                    } else {
+                        im2col(xg, &xd[2..], &geo, cg, &mut cols);
+                        &cols[..]
+                    };
+                    let o_off = (img * m + grp * mg) * out_plane;
+                    gemm_into(
+                        &mut out[o_off..o_off + mg * out_plane],
+                        (mg, out_plane, rows),
+                        MatRef::row_major(&ws[grp * mg * rows..(grp + 1) * mg * rows], rows),
+                        MatRef::row_major(rhs, out_plane),
+                        1.0,
+                        None,
+                        true,
+                    )?;
+                }
+            }
+            Ok(())
+        })
+    })?;
+    add_bias(&mut out, &bias, out_plane);
+    let mut dims = vec![n, m];
+    dims.extend(&geo.out);
+    CpuValue::from_f32(out, &dims, x.dtype())
+}
+
+/// Fills `cols` (`cg·ksize` rows by `prod(out)` columns) with the input patches of
+/// one image and group; positions in the padding read 0.
+fn im2col(x: &[f32], in_dims: &[usize], geo: &Geometry, cg: usize, cols: &mut [f32]) {
+    let nd = in_dims.len();
+    let ksize: usize = geo.kernel.iter().product();
+    let in_plane: usize = in_dims.iter().product();
+    let out_plane: usize = geo.out.iter().product();
+    let last = nd - 1;
+    let out_last = geo.out[last];
+    let outer_out: usize = geo.out[..last].iter().product();
+    let fill_row = |r: usize, row: &mut [f32]| {
+        let ch = r / ksize;
+        let mut k = vec![0usize; nd];
+        row_major_index(r % ksize, &geo.kernel, &mut k);
+        let plane = &x[ch * in_plane..(ch + 1) * in_plane];
+        let mut o = vec![0usize; nd];
+        for oi in 0..outer_out {
+            row_major_index(oi, &geo.out[..last], &mut o[..last]);
+            let seg = &mut row[oi * out_last..(oi + 1) * out_last];
+            // Offset of the input line for the leading axes, or None in the padding.
+            let mut base = 0usize;
+            let mut inside = true;
+            for a in 0..last {
+                let p = (o[a] * geo.strides[a] + k[a] * geo.dilations[a]) as i64 - geo.pad_begin[a];
+                if p < 0 || p >= in_dims[a] as i64 {
+                    inside = false;
+                    break;
+                }
+                base = base * in_dims[a] + p as usize;
+            }
+            if !inside {
+                seg.fill(0.0);
+                continue;
+            }
+            let line = &plane[base * in_dims[last]..(base + 1) * in_dims[last]];
+            let (s, start) = (geo.strides[last], (k[last] * geo.dilations[last]) as i64 - geo.pad_begin[last]);
+            for (j, v) in seg.iter_mut().enumerate() {
+                let p = start + (j * s) as i64;
+                *v = if p >= 0 && (p as usize) < line.len() { line[p as usize] } else { 0.0 };
+            }
+        }
+    };
+    let cols = &mut cols[..cg * ksize * out_plane];
+    if cols.len() >= PAR_MIN_ELEMS && out_plane > 0 {
+        cols.par_chunks_mut(out_plane).enumerate().for_each(|(r, row)| fill_row(r, row));
+    } else if out_plane > 0 {
+        cols.chunks_mut(out_plane).enumerate().for_each(|(r, row)| fill_row(r, row));
+    }
+}
+
+pub(crate) fn conv_transpose(
+    attrs: &ConvAttrs,
+    x: &CpuValue,
+    w: &CpuValue,
+    b: Option<&CpuValue>,
+) -> OpResult<CpuValue> {
+    check_operands(x, w, b)?;
+    let (xd, wd) = (x.dims().to_vec(), w.dims().to_vec());
+    let (n, c) = (xd[0], xd[1]);
+    let (g, cg, mg) = groups(attrs, c, wd[0], wd[1], true)?;
+    let geo = conv_transpose_geometry(attrs, &xd[2..], &wd)?;
+    let m = mg * g;
+    let bias = bias_vector(b, m)?;
+    let in_plane: usize = xd[2..].iter().product();
+    let out_plane: usize = geo.out.iter().product();
+    let ksize: usize = geo.kernel.iter().product();
+    let rows = mg * ksize;
+    let mut out = vec![0f32; n * m * out_plane];
+    x.read_f32(|xv| {
+        w.read_f32(|wv| {
+            let xs = xv.to_contiguous();
+            let ws = wv.to_contiguous();
+            let mut cols = vec![0f32; rows * in_plane];
+            for img in 0..n {
+                for grp in 0..g {
+                    let x_off = (img * c + grp * cg) * in_plane;
+                    let wg = &ws[grp * cg * rows..(grp + 1) * cg * rows];
+                    // cols = W_gᵀ · x_g: W_g is cg × rows row-major, read transposed.
+                    gemm_into(
+                        &mut cols,
+                        (rows, in_plane, cg),
+                        MatRef {
+                            data: wg,
+                            offset: 0,
+                            rs: 1,
+                            cs: rows as isize,
+                        },
+                        MatRef::row_major(&xs[x_off..x_off + cg * in_plane], in_plane),
+                        1.0,
+                        None,
+                        true,
+                    )?;
+                    let o_off = (img * m + grp * mg) * out_plane;
+                    col2im(&cols, &xd[2..], &geo, &mut out[o_off..o_off + mg * out_plane]);
+                }
+            }
+            Ok(())
+        })
+    })?;
+    add_bias(&mut out, &bias, out_plane);
+    let mut dims = vec![n, m];
+    dims.extend(&geo.out);
+    CpuValue::from_f32(out, &dims, x.dtype())
+}
+
+/// Adds each column entry of `cols` (`mg·ksize` rows by `prod(in)` columns) to the
+/// output position it lands on; `out` holds the group's `mg` output planes.
+fn col2im(cols: &[f32], in_dims: &[usize], geo: &Geometry, out: &mut [f32]) {
+    let nd = in_dims.len();
+    let ksize: usize = geo.kernel.iter().product();
+    let in_plane: usize = in_dims.iter().product();
+    let out_plane: usize = geo.out.iter().product();
+    if out_plane == 0 || in_plane == 0 {
+        return;
+    }
+    let channel = |ch: usize, plane: &mut [f32]| {
+        let mut k = vec![0usize; nd];
+        let mut i = vec![0usize; nd];
+        for kk in 0..ksize {
+            row_major_index(kk, &geo.kernel, &mut k);
+            let row = &cols[(ch * ksize + kk) * in_plane..(ch * ksize + kk + 1) * in_plane];
+            for (flat, &v) in row.iter().enumerate() {
+                row_major_index(flat, in_dims, &mut i);
+                let mut at = 0usize;
+                let mut inside = true;
+                for a in 0..nd {
+                    let p = (i[a] * geo.strides[a] + k[a] * geo.dilations[a]) as i64 - geo.pad_begin[a];
+                    if p < 0 || p >= geo.out[a] as i64 {
+                        inside = false;
+                        break;
+                    }
+                    at = at * geo.out[a] + p as usize;
+                }
+                if inside {
+                    plane[at] += v;
+                }
+            }
+        }
+    };
+    if out.len() >= PAR_MIN_ELEMS {
+        out.par_chunks_mut(out_plane).enumerate().for_each(|(ch, p)| channel(ch, p));
+    } else {
+        out.chunks_mut(out_plane).enumerate().for_each(|(ch, p)| channel(ch, p));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_padding_splits_the_odd_pixel_by_mode() {
+        let attrs = |auto_pad| ConvAttrs {
+            strides: vec![2],
+            auto_pad,
+            ..ConvAttrs::default()
+        };
+        // in 5, k 3, s 2: out 3, total pad (3-1)·2 + 3 − 5 = 2 → 1/1.
+        let g = conv_geometry(&attrs(AutoPad::SameUpper), &[5], &[1, 1, 3]).unwrap();
+        assert_eq!((g.pad_begin.clone(), g.out.clone()), (vec![1], vec![3]));
+        // in 6, k 4, s 2: out 3, total pad 4 + 4 − 6 = 2; in 6, k 3: total 1.
+        let g = conv_geometry(&attrs(AutoPad::SameUpper), &[6], &[1, 1, 3]).unwrap();
+        assert_eq!((g.pad_begin.clone(), g.out.clone()), (vec![0], vec![3]));
+        let g = conv_geometry(&attrs(AutoPad::SameLower), &[6], &[1, 1, 3]).unwrap();
+        assert_eq!((g.pad_begin.clone(), g.out.clone()), (vec![1], vec![3]));
+    }
+
+    #[test]
+    fn conv_transpose_output_shape_sets_the_padding() {
+        let attrs = ConvAttrs {
+            strides: vec![3],
+            output_shape: vec![10],
+            ..ConvAttrs::default()
+        };
+        // natural size 3·(3−1) + 3 = 9; one more requested: padding −1, all at the end.
+        let g = conv_transpose_geometry(&attrs, &[3], &[1, 2, 3]).unwrap();
+        assert_eq!((g.pad_begin, g.out), (vec![0], vec![10]));
+    }
+}

@@ -1,0 +1,85 @@
+//! ReduceMean, ReduceSum and ReduceMax over any set of axes. The kept axes are moved
+//! in front of the reduced ones (a copy only when that order is not already
+//! contiguous), then each contiguous row of reduced elements collapses to one value.
+
+use crate::ir::ReduceOp;
+
+use super::axis_index;
+use super::strided::for_rows;
+use super::value::{CpuValue, OpResult, bail};
+
+pub(crate) fn reduce(
+    x: &CpuValue,
+    op: ReduceOp,
+    axes: Option<&[i64]>,
+    keepdims: bool,
+    noop_with_empty_axes: bool,
+) -> OpResult<CpuValue> {
+    let r = x.rank();
+    let mut reduced = vec![false; r];
+    match axes {
+        Some(a) if !a.is_empty() => {
+            for &ax in a {
+                let i = axis_index(ax, r)?;
+                if std::mem::replace(&mut reduced[i], true) {
+                    bail!("axes {a:?} repeat an axis");
+                }
+            }
+        }
+        _ if noop_with_empty_axes => return Ok(x.clone()),
+        _ => reduced.iter_mut().for_each(|f| *f = true),
+    }
+    let kept: Vec<usize> = (0..r).filter(|&i| !reduced[i]).collect();
+    let gone: Vec<usize> = (0..r).filter(|&i| reduced[i]).collect();
+    let perm: Vec<usize> = kept.iter().chain(&gone).copied().collect();
+    let len: usize = gone.iter().map(|&i| x.dims()[i]).product();
+    let out_dims: Vec<usize> = (0..r)
+        .filter_map(|i| match (reduced[i], keepdims) {
+            (false, _) => Some(x.dims()[i]),
+            (true, true) => Some(1),
+            (true, false) => None,
+        })
+        .collect();
+    let rows: usize = kept.iter().map(|&i| x.dims()[i]).product();
+    let dtype = x.dtype();
+    if dtype.is_float() {
+        let out = x.read_f32(|v| {
+            let data = v.permuted(&perm).to_contiguous();
+            let mut out = vec![0f32; rows];
+            match op {
+                ReduceOp::Sum => for_rows(&data, len, &mut out, 1, |row, o| o[0] = row.iter().sum()),
+                ReduceOp::Mean => for_rows(&data, len, &mut out, 1, |row, o| {
+                    o[0] = row.iter().sum::<f32>() / len as f32
+                }),
+                ReduceOp::Max => for_rows(&data, len, &mut out, 1, |row, o| {
+                    o[0] = row.iter().fold(f32::NEG_INFINITY, |m, &a| {
+                        if a.is_nan() || m.is_nan() { f32::NAN } else { m.max(a) }
+                    })
+                }),
+            }
+            Ok(out)
+        })?;
+        CpuValue::from_f32(out, &out_dims, dtype)
+    } else if dtype.is_int() {
+        let out = x.read_i64(|v| {
+            let data = v.permuted(&perm).to_contiguous();
+            let mut out = vec![0i64; rows];
+            match op {
+                ReduceOp::Sum => for_rows(&data, len, &mut out, 1, |row, o| {
+                    o[0] = row.iter().fold(0i64, |s, &a| s.wrapping_add(a))
+                }),
+                ReduceOp::Mean => for_rows(&data, len, &mut out, 1, |row, o| {
+                    let s = row.iter().fold(0i64, |s, &a| s.wrapping_add(a));
+                    o[0] = if len == 0 { 0 } else { s / len as i64 }
+                }),
+                ReduceOp::Max => for_rows(&data, len, &mut out, 1, |row, o| {
+                    o[0] = row.iter().copied().max().unwrap_or(i64::MIN)
+                }),
+            }
+            Ok(out)
+        })?;
+        CpuValue::from_i64(out, &out_dims, dtype)
+    } else {
+        bail!("not defined on {dtype}")
+    }
+}

@@ -1,0 +1,413 @@
+//! Strided views into flat buffers and the loops that walk them. A view names each
+//! element by `offset + Σ index·stride`, so transposes, broadcasts (stride 0) and
+//! reversed slices (negative strides) read their source in place. The kernels here
+//! write contiguous row-major outputs, coalescing dimensions first so that the inner
+//! loop runs over the longest contiguous stretch, and split large outputs into chunks
+//! that rayon processes in parallel. Every view is bounds-checked when it is built,
+//! so the loops cannot read outside their buffer.
+
+use rayon::prelude::*;
+
+use super::value::{OpError, OpResult, sh};
+
+/// Outputs with at least this many elements are computed in parallel.
+pub(crate) const PAR_MIN_ELEMS: usize = 1 << 15;
+/// Elements handed to one parallel task.
+const CHUNK_ELEMS: usize = 1 << 14;
+
+/// A read-only strided view of `data`.
+#[derive(Clone, Debug)]
+pub(crate) struct Strided<'a, T> {
+    pub data: &'a [T],
+    pub offset: isize,
+    pub dims: Vec<usize>,
+    pub strides: Vec<isize>,
+}
+
+impl<'a, T: Copy> Strided<'a, T> {
+    /// A view after checking that every element it names lies inside `data`.
+    pub fn new(data: &'a [T], offset: isize, dims: Vec<usize>, strides: Vec<isize>) -> OpResult<Self> {
+        if dims.len() != strides.len() {
+            return Err(OpError(format!(
+                "view of rank {} given {} strides",
+                dims.len(),
+                strides.len()
+            )));
+        }
+        let v = Strided {
+            data,
+            offset,
+            dims,
+            strides,
+        };
+        if v.numel() > 0 {
+            let (lo, hi) = v.offset_range();
+            if lo < 0 || hi >= data.len() as isize {
+                return Err(OpError(format!(
+                    "view {:?}/{:?}+{} reaches outside its buffer of {} elements",
+                    v.dims,
+                    v.strides,
+                    v.offset,
+                    data.len()
+                )));
+            }
+        }
+        Ok(v)
+    }
+
+    pub fn numel(&self) -> usize {
+        self.dims.iter().product()
+    }
+
+    pub fn rank(&self) -> usize {
+        self.dims.len()
+    }
+
+    /// Smallest and largest offset the view reaches (only for non-empty views).
+    fn offset_range(&self) -> (isize, isize) {
+        let mut lo = self.offset;
+        let mut hi = self.offset;
+        for (&d, &s) in self.dims.iter().zip(&self.strides) {
+            let span = (d as isize - 1) * s;
+            if span < 0 {
+                lo += span;
+            } else {
+                hi += span;
+            }
+        }
+        (lo, hi)
+    }
+
+    /// The elements as one slice, when the view is row-major contiguous.
+    pub fn as_slice(&self) -> Option<&'a [T]> {
+        let n = self.numel();
+        if n == 0 {
+            return Some(&[]);
+        }
+        let mut expect = 1isize;
+        for (&d, &s) in self.dims.iter().zip(&self.strides).rev() {
+            if d != 1 && s != expect {
+                return None;
+            }
+            expect *= d as isize;
+        }
+        let start = self.offset as usize;
+        self.data.get(start..start + n)
+    }
+
+    /// The view broadcast to `dims` with numpy rules (size-1 and missing leading
+    /// axes get stride 0).
+    pub fn broadcast_to(&self, dims: &[usize]) -> OpResult<Strided<'a, T>> {
+        if dims.len() < self.rank() {
+            return Err(OpError(format!("cannot broadcast {} to {}", sh(&self.dims), sh(dims))));
+        }
+        let lead = dims.len() - self.rank();
+        let mut strides = vec![0isize; dims.len()];
+        for (i, (&d, &s)) in self.dims.iter().zip(&self.strides).enumerate() {
+            let want = dims[lead + i];
+            if d == want {
+                strides[lead + i] = if d == 1 { 0 } else { s };
+            } else if d == 1 {
+                strides[lead + i] = 0;
+            } else {
+                return Err(OpError(format!("cannot broadcast {} to {}", sh(&self.dims), sh(dims))));
+            }
+        }
+        Ok(Strided {
+            data: self.data,
+            offset: self.offset,
+            dims: dims.to_vec(),
+            strides,
+        })
+    }
+
+    /// The view with its axes reordered: axis i of the result is axis `perm[i]`.
+    pub fn permuted(&self, perm: &[usize]) -> Strided<'a, T> {
+        Strided {
+            data: self.data,
+            offset: self.offset,
+            dims: perm.iter().map(|&p| self.dims[p]).collect(),
+            strides: perm.iter().map(|&p| self.strides[p]).collect(),
+        }
+    }
+
+    /// The elements in row-major order, copied only when the view is not contiguous.
+    pub fn to_contiguous(&self) -> std::borrow::Cow<'a, [T]>
+    where
+        T: Send + Sync + Default,
+    {
+        match self.as_slice() {
+            Some(s) => std::borrow::Cow::Borrowed(s),
+            None => std::borrow::Cow::Owned(map1(&self.dims, self, |x| x)),
+        }
+    }
+}
+
+/// The numpy broadcast of two shapes.
+pub(crate) fn broadcast_shapes(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
+    let r = a.len().max(b.len());
+    let mut out = vec![0; r];
+    for i in 0..r {
+        let da = if i + a.len() >= r { a[i + a.len() - r] } else { 1 };
+        let db = if i + b.len() >= r { b[i + b.len() - r] } else { 1 };
+        out[i] = if da == db || db == 1 {
+            da
+        } else if da == 1 {
+            db
+        } else {
+            return None;
+        };
+    }
+    Some(out)
+}
+
+/// Walks the rows of an output shape for `N` input views: after coalescing, the
+/// last dimension is the inner loop and every other index is a row.
+pub(crate) struct Walker<const N: usize> {
+    outer: Vec<usize>,
+    outer_strides: [Vec<isize>; N],
+    base: [isize; N],
+    pub inner: usize,
+    pub inner_strides: [isize; N],
+}
+
+impl<const N: usize> Walker<N> {
+    pub fn new(dims: &[usize], strides: [&[isize]; N], base: [isize; N]) -> Walker<N> {
+        let mut cd: Vec<usize> = Vec::new();
+        let mut cs: [Vec<isize>; N] = std::array::from_fn(|_| Vec::new());
+        for (i, &d) in dims.iter().enumerate() {
+            if d == 1 {
+                continue;
+            }
+            let merge = !cd.is_empty()
+                && (0..N).all(|k| {
+                    let last = cs[k].len() - 1;
+                    cs[k][last] == strides[k][i] * d as isize
+                });
+            if merge {
+                let last = cd.len() - 1;
+                cd[last] *= d;
+                for k in 0..N {
+                    let l = cs[k].len() - 1;
+                    cs[k][l] = strides[k][i];
+                }
+            } else {
+                cd.push(d);
+                for k in 0..N {
+                    cs[k].push(strides[k][i]);
+                }
+            }
+        }
+        if cd.is_empty() {
+            cd.push(1);
+            for s in cs.iter_mut() {
+                s.push(0);
+            }
+        }
+        let inner = cd.pop().unwrap_or(1);
+        let inner_strides = std::array::from_fn(|k| cs[k].pop().unwrap_or(0));
+        Walker {
+            outer: cd,
+            outer_strides: cs,
+            base,
+            inner,
+            inner_strides,
+        }
+    }
+
+    /// Offsets of the first element of row `row` in each view.
+    pub fn row_offsets(&self, mut row: usize) -> [isize; N] {
+        let mut off = self.base;
+        for i in (0..self.outer.len()).rev() {
+            let d = self.outer[i];
+            let idx = (row % d) as isize;
+            row /= d;
+            for (k, o) in off.iter_mut().enumerate() {
+                *o += idx * self.outer_strides[k][i];
+            }
+        }
+        off
+    }
+
+    /// Calls `kernel(offsets, out_segment)` for stretches of the output that lie
+    /// within one row, in parallel when the output is large. `offsets` are those of
+    /// the segment's first element; consecutive elements advance by `inner_strides`.
+    pub fn for_segments<R: Send>(&self, out: &mut [R], kernel: impl Fn([isize; N], &mut [R]) + Sync) {
+        let inner = self.inner.max(1);
+        let run = |start: usize, chunk: &mut [R]| {
+            let mut done = 0;
+            while done < chunk.len() {
+                let pos = start + done;
+                let (row, col) = (pos / inner, pos % inner);
+                let len = (inner - col).min(chunk.len() - done);
+                let mut off = self.row_offsets(row);
+                for (k, o) in off.iter_mut().enumerate() {
+                    *o += col as isize * self.inner_strides[k];
+                }
+                kernel(off, &mut chunk[done..done + len]);
+                done += len;
+            }
+        };
+        if out.len() >= PAR_MIN_ELEMS {
+            out.par_chunks_mut(CHUNK_ELEMS)
+                .enumerate()
+                .for_each(|(i, c)| run(i * CHUNK_ELEMS, c));
+        } else {
+            run(0, out);
+        }
+    }
+}
+
+/// `f` applied to every element of `a` (already shaped `dims`), row-major out.
+pub(crate) fn map1<A, R>(dims: &[usize], a: &Strided<A>, f: impl Fn(A) -> R + Sync) -> Vec<R>
+where
+    A: Copy + Sync,
+    R: Copy + Send + Default,
+{
+    let n: usize = dims.iter().product();
+    let mut out = vec![R::default(); n];
+    if n == 0 {
+        return out;
+    }
+    let w = Walker::new(dims, [&a.strides], [a.offset]);
+    let [sa] = w.inner_strides;
+    w.for_segments(&mut out, |[oa], seg| {
+        let oa = oa as usize;
+        let len = seg.len();
+        if sa == 1 {
+            for (o, &x) in seg.iter_mut().zip(&a.data[oa..oa + len]) {
+                *o = f(x);
+            }
+        } else if sa == 0 {
+            let y = f(a.data[oa]);
+            seg.fill(y);
+        } else {
+            for (i, o) in seg.iter_mut().enumerate() {
+                *o = f(a.data[(oa as isize + i as isize * sa) as usize]);
+            }
+        }
+    });
+    out
+}
+
+/// `f` applied elementwise to `a` and `b` (both already broadcast to `dims`).
+pub(crate) fn map2<A, B, R>(dims: &[usize], a: &Strided<A>, b: &Strided<B>, f: impl Fn(A, B) -> R + Sync) -> Vec<R>
+where
+    A: Copy + Sync,
+    B: Copy + Sync,
+    R: Copy + Send + Default,
+{
+    let n: usize = dims.iter().product();
+    let mut out = vec![R::default(); n];
+    if n == 0 {
+        return out;
+    }
+    let w = Walker::new(dims, [&a.strides, &b.strides], [a.offset, b.offset]);
+    let [sa, sb] = w.inner_strides;
+    w.for_segments(&mut out, |[oa, ob], seg| {
+        let (ua, ub) = (oa as usize, ob as usize);
+        let len = seg.len();
+        match (sa, sb) {
+            (1, 1) => {
+                for ((o, &x), &y) in seg.iter_mut().zip(&a.data[ua..ua + len]).zip(&b.data[ub..ub + len]) {
+                    *o = f(x, y);
+                }
+            }
+            (1, 0) => {
+                let y = b.data[ub];
+                for (o, &x) in seg.iter_mut().zip(&a.data[ua..ua + len]) {
+                    *o = f(x, y);
+                }
+            }
+            (0, 1) => {
+                let x = a.data[ua];
+                for (o, &y) in seg.iter_mut().zip(&b.data[ub..ub + len]) {
+                    *o = f(x, y);
+                }
+            }
+            _ => {
+                for (i, o) in seg.iter_mut().enumerate() {
+                    let x = a.data[(oa + i as isize * sa) as usize];
+                    let y = b.data[(ob + i as isize * sb) as usize];
+                    *o = f(x, y);
+                }
+            }
+        }
+    });
+    out
+}
+
+/// `f` applied elementwise to three views already broadcast to `dims`.
+pub(crate) fn map3<A, B, C, R>(
+    dims: &[usize],
+    a: &Strided<A>,
+    b: &Strided<B>,
+    c: &Strided<C>,
+    f: impl Fn(A, B, C) -> R + Sync,
+) -> Vec<R>
+where
+    A: Copy + Sync,
+    B: Copy + Sync,
+    C: Copy + Sync,
+    R: Copy + Send + Default,
+{
+    let n: usize = dims.iter().product();
+    let mut out = vec![R::default(); n];
+    if n == 0 {
+        return out;
+    }
+    let w = Walker::new(
+        dims,
+        [&a.strides, &b.strides, &c.strides],
+        [a.offset, b.offset, c.offset],
+    );
+    let [sa, sb, sc] = w.inner_strides;
+    w.for_segments(&mut out, |[oa, ob, oc], seg| {
+        for (i, o) in seg.iter_mut().enumerate() {
+            let i = i as isize;
+            *o = f(
+                a.data[(oa + i * sa) as usize],
+                b.data[(ob + i * sb) as usize],
+                c.data[(oc + i * sc) as usize],
+            );
+        }
+    });
+    out
+}
+
+/// Applies `f` to each row: `data` holds rows of `in_len` elements and `out` the
+/// matching rows of `out_len`; rows are spread over threads when there is enough work.
+pub(crate) fn for_rows<T: Sync, R: Send>(
+    data: &[T],
+    in_len: usize,
+    out: &mut [R],
+    out_len: usize,
+    f: impl Fn(&[T], &mut [R]) + Sync,
+) {
+    if out_len == 0 {
+        return;
+    }
+    let rows = out.len() / out_len;
+    let row = |r: usize| -> &[T] {
+        if in_len == 0 {
+            &[]
+        } else {
+            &data[r * in_len..(r + 1) * in_len]
+        }
+    };
+    let work = rows * (in_len + out_len);
+    if work >= PAR_MIN_ELEMS && rows > 1 {
+        let rows_per_task = (CHUNK_ELEMS / (in_len + out_len)).max(1);
+        out.par_chunks_mut(rows_per_task * out_len)
+            .enumerate()
+            .for_each(|(t, o)| {
+                for (i, orow) in o.chunks_mut(out_len).enumerate() {
+                    f(row(t * rows_per_task + i), orow);
+                }
+            });
+    } else {
+        for (r, orow) in out.chunks_mut(out_len).enumerate() {
+            f(row(r), orow);
+        }
+    }
+}

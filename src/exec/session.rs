@@ -1,0 +1,228 @@
+//! A session: a graph, its plan and its weights uploaded once to a backend. Each
+//! [`Session::run`] checks the host tensors fed by the caller against the graph's
+//! inputs, walks the plan with a private table of values, drops every intermediate
+//! after its last use and downloads the graph outputs.
+
+use std::collections::HashMap;
+
+use crate::ir::{DType, Dim, Graph, Op, Tensor, TensorType};
+
+use super::plan::SourceKind;
+use super::{Backend, ExecError, Plan};
+
+/// A graph ready to run on backend `B`.
+pub struct Session<B: Backend> {
+    graph: Graph,
+    plan: Plan,
+    backend: B,
+    /// Uploaded weights, indexed by value id (`None` for every other value).
+    weights: Vec<Option<B::Value>>,
+    inputs: Vec<InputSpec>,
+}
+
+/// What the graph expects for one input.
+struct InputSpec {
+    name: String,
+    value: usize,
+    ty: Option<TensorType>,
+}
+
+impl<B: Backend> Session<B> {
+    pub fn new(g: &Graph, backend: B) -> Result<Self, ExecError> {
+        let plan = Plan::new(g)?;
+        let mut weights: Vec<Option<B::Value>> = vec![None; plan.num_values()];
+        for &(v, kind) in plan.sources() {
+            if kind != SourceKind::Weight {
+                continue;
+            }
+            let node = g.node(plan.port(v).node);
+            let t = node.op.weight().ok_or_else(|| {
+                ExecError::Graph(format!("weight node '{}' holds no tensor", node.name))
+            })?;
+            let uploaded = backend
+                .upload(t)
+                .map_err(|e| ExecError::node(node, format!("uploading the weight failed: {e}")))?;
+            weights[v] = Some(uploaded);
+        }
+        let mut inputs = Vec::new();
+        for &id in &g.inputs {
+            let node = g.node(id);
+            if !matches!(node.op, Op::Input) {
+                return Err(ExecError::Graph(format!("graph input '{}' is not an Input node", node.name)));
+            }
+            let value = node.outputs.first().ok_or_else(|| {
+                ExecError::Graph(format!("graph input '{}' has no output value", node.name))
+            })?;
+            let v = plan
+                .id_of(crate::ir::Port::new(id, 0))
+                .ok_or_else(|| ExecError::Graph(format!("graph input '{}' is not planned", node.name)))?;
+            inputs.push(InputSpec {
+                name: value.name.clone(),
+                value: v,
+                ty: value.ty.clone(),
+            });
+        }
+        Ok(Session {
+            graph: g.clone(),
+            plan,
+            backend,
+            weights,
+            inputs,
+        })
+    }
+
+    pub fn input_names(&self) -> Vec<String> {
+        self.inputs.iter().map(|i| i.name.clone()).collect()
+    }
+
+    pub fn output_names(&self) -> Vec<String> {
+        self.graph
+            .outputs
+            .iter()
+            .map(|&p| self.graph.value(p).name.clone())
+            .collect()
+    }
+
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// Runs the graph on `inputs` (name, tensor); returns the outputs in graph order.
+    pub fn run(&self, inputs: &[(String, Tensor)]) -> Result<Vec<Tensor>, ExecError> {
+        let fed = self.match_inputs(inputs)?;
+        let mut table: Vec<Option<B::Value>> = vec![None; self.plan.num_values()];
+        for (spec, t) in self.inputs.iter().zip(fed) {
+            if self.plan.is_unused_input(spec.value) {
+                continue;
+            }
+            let v = self.backend.upload(t).map_err(|e| ExecError::Input {
+                name: spec.name.clone(),
+                msg: format!("upload failed: {e}"),
+            })?;
+            table[spec.value] = Some(v);
+        }
+        for step in self.plan.steps() {
+            let node = self.graph.node(step.node);
+            let args: Vec<Option<&B::Value>> = step
+                .inputs
+                .iter()
+                .map(|v| v.map(|v| self.lookup(&table, v)).transpose())
+                .collect::<Result<_, _>>()?;
+            let outs = self.backend.run_node(node, &args)?;
+            if outs.len() != step.outputs.len() {
+                return Err(ExecError::node(
+                    node,
+                    format!("produced {} outputs, the node declares {}", outs.len(), step.outputs.len()),
+                ));
+            }
+            for (v, o) in step.outputs.iter().zip(outs) {
+                table[*v] = Some(o);
+            }
+            for &v in &step.frees {
+                table[v] = None;
+            }
+        }
+        self.plan
+            .outputs()
+            .iter()
+            .map(|&v| self.backend.download(self.lookup(&table, v)?))
+            .collect()
+    }
+
+    fn lookup<'a>(&'a self, table: &'a [Option<B::Value>], v: usize) -> Result<&'a B::Value, ExecError> {
+        table[v]
+            .as_ref()
+            .or(self.weights[v].as_ref())
+            .ok_or_else(|| {
+                let p = self.plan.port(v);
+                ExecError::Graph(format!(
+                    "value '{}' is read after it was dropped or before it was computed",
+                    self.graph.value(p).name
+                ))
+            })
+    }
+
+    /// Pairs each graph input with the tensor fed for it, checking names, types and
+    /// shapes; symbolic dimensions must take one size across all inputs.
+    fn match_inputs<'a>(&self, fed: &'a [(String, Tensor)]) -> Result<Vec<&'a Tensor>, ExecError> {
+        let mut by_name: HashMap<&str, &Tensor> = HashMap::new();
+        for (name, t) in fed {
+            if !self.inputs.iter().any(|i| &i.name == name) {
+                let known: Vec<&str> = self.inputs.iter().map(|i| i.name.as_str()).collect();
+                return Err(ExecError::Input {
+                    name: name.clone(),
+                    msg: format!("not an input of the graph (inputs: {})", known.join(", ")),
+                });
+            }
+            if by_name.insert(name.as_str(), t).is_some() {
+                return Err(ExecError::Input {
+                    name: name.clone(),
+                    msg: "given more than once".into(),
+                });
+            }
+        }
+        let mut symbols: HashMap<&str, (usize, &str)> = HashMap::new();
+        let mut out = Vec::with_capacity(self.inputs.len());
+        for spec in &self.inputs {
+            let t = *by_name.get(spec.name.as_str()).ok_or_else(|| ExecError::Input {
+                name: spec.name.clone(),
+                msg: "missing".into(),
+            })?;
+            if let Some(ty) = &spec.ty {
+                check_input(&spec.name, ty, t, &mut symbols)?;
+            }
+            out.push(t);
+        }
+        Ok(out)
+    }
+}
+
+fn check_input<'a>(
+    name: &'a str,
+    ty: &'a TensorType,
+    t: &Tensor,
+    symbols: &mut HashMap<&'a str, (usize, &'a str)>,
+) -> Result<(), ExecError> {
+    let mismatch = || ExecError::Input {
+        name: name.to_string(),
+        msg: format!("expected {ty}, got {}", describe(t.dtype(), t.shape())),
+    };
+    if t.dtype() != ty.dtype || t.rank() != ty.shape.rank() {
+        return Err(mismatch());
+    }
+    for (d, &n) in ty.shape.dims().iter().zip(t.shape()) {
+        match d {
+            Dim::Known(k) if *k != n => return Err(mismatch()),
+            Dim::Known(_) => {}
+            Dim::Sym(s) => match symbols.get(s.as_str()) {
+                Some(&(bound, by)) if bound != n => {
+                    return Err(ExecError::Input {
+                        name: name.to_string(),
+                        msg: format!(
+                            "dimension '{s}' is {n} here but {bound} in input '{by}' (expected {ty}, got {})",
+                            describe(t.dtype(), t.shape())
+                        ),
+                    });
+                }
+                Some(_) => {}
+                None => {
+                    symbols.insert(s.as_str(), (n, name));
+                }
+            },
+        }
+    }
+    Ok(())
+}
+
+fn describe(dtype: DType, shape: &[usize]) -> String {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    format!("{dtype}[{}]", dims.join(","))
+}

@@ -1,0 +1,14 @@
+//! glora: GLoRA fine-tuning as a compile-train-export pipeline.
+//!
+//! A model enters through [`onnx`] as an [`ir::Graph`], is rewritten by [`passes`],
+//! runs on a backend from [`exec`], leaves through [`onnx`] again and is checked in
+//! tract by [`verify`]. The `glora` binary's subcommands live in [`cli`].
+
+pub mod cli;
+pub mod exec;
+pub mod glora;
+pub mod io;
+pub mod ir;
+pub mod onnx;
+pub mod passes;
+pub mod verify;

@@ -1,0 +1,11 @@
+//! Verification: runs ONNX files in tract, the independent reference runtime, and
+//! compares their outputs with another file's or with our executor's. Inputs come
+//! from the user or from a seeded generator that follows the graph's input types.
+
+mod compare;
+mod inputs;
+mod tract_runner;
+
+pub use compare::{Comparison, compare_outputs};
+pub use inputs::{InputError, concrete_input_shapes, parse_shape, random_inputs};
+pub use tract_runner::{TractModel, VerifyError};

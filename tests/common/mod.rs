@@ -1,0 +1,99 @@
+//! Helpers shared by the integration tests: locating fixtures (skipping with a notice
+//! when they are absent) and running the `glora` binary.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+/// The fixtures folder: `$GLORA_FIXTURES` or `~/.cache/glora/fixtures`.
+pub fn fixtures_dir() -> PathBuf {
+    std::env::var_os("GLORA_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/glora/fixtures")
+        })
+}
+
+/// A fixture file, or `None` after printing why the calling test skips.
+pub fn fixture(rel: &str) -> Option<PathBuf> {
+    let p = fixtures_dir().join(rel);
+    if p.exists() {
+        Some(p)
+    } else {
+        println!(
+            "SKIP: fixture {} is missing (run ../shared/fixtures/fetch.sh)",
+            p.display()
+        );
+        None
+    }
+}
+
+/// Runs the glora binary with `args`.
+pub fn glora(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_glora"))
+        .args(args)
+        .output()
+        .expect("the glora binary runs")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts a clean failure: non-zero exit, exactly one line on stderr that contains
+/// every string in `needles`, and no panic or backtrace.
+pub fn assert_one_line_error(o: &Output, needles: &[&str]) {
+    let err = stderr(o);
+    assert!(
+        !o.status.success(),
+        "expected failure, got success; stdout: {}",
+        stdout(o)
+    );
+    assert!(
+        !err.contains("panicked") && !err.contains("backtrace"),
+        "panic: {err}"
+    );
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one error line, got: {err}");
+    for n in needles {
+        assert!(lines[0].contains(n), "error line lacks '{n}': {}", lines[0]);
+    }
+}
+
+/// A Python interpreter with the `onnx` package, if there is one.
+pub fn python_with_onnx() -> Option<String> {
+    let py = std::env::var("GLORA_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = Command::new(&py)
+        .args(["-c", "import onnx"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if ok {
+        Some(py)
+    } else {
+        println!("SKIP: no Python with the onnx package (set GLORA_PYTHON)");
+        None
+    }
+}
+
+/// Runs the strict ONNX checker on a file; returns its complaint, if any.
+pub fn onnx_check(py: &str, path: &std::path::Path) -> Result<(), String> {
+    let o = Command::new(py)
+        .args([
+            "-c",
+            "import sys, onnx; onnx.checker.check_model(sys.argv[1], full_check=True)",
+        ])
+        .arg(path)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if o.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&o.stderr).into_owned())
+    }
+}
