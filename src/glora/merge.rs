@@ -684,11 +684,9 @@ mod tests {
         };
         let merged = merge_layer(&layer, &config, &t);
         let (cd, e) = (&parts[4], &parts[7]);
-        for i in 0..3 {
-            let prompt: f64 = (0..5)
-                .map(|j| layer.w0[i * 5 + j] as f64 * cd[j * 4] as f64)
-                .sum();
-            let expected = e[i] + prompt as f32;
+        for (i, (row, &e_i)) in layer.w0.chunks_exact(5).zip(e).enumerate() {
+            let prompt: f64 = (0..5).map(|j| row[j] as f64 * cd[j * 4] as f64).sum();
+            let expected = e_i + prompt as f32;
             assert!((merged.bias[i] - expected).abs() <= 1e-6, "row {i}");
         }
         let untouched = merge_layer(&layer, &LayerConfig::NONE, &t);

@@ -6,7 +6,7 @@
 //! ([`init`]). This module holds the options and their strings, per-layer and
 //! whole-model configs with their JSON form ([`config`]), the search space
 //! ([`space`]), parameter counting ([`params`]), initialisation, and the merge into
-//! plain weights together with an unmerged reference forward ([`merge`]).
+//! plain weights together with an unmerged reference forward ([`merge`](mod@merge)).
 //!
 //! Weights come in as plain f32 slices or [`crate::ir::Tensor`]s taken from the
 //! imported model; the insertion and reparameterisation passes, the trainer, the
