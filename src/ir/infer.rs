@@ -297,11 +297,15 @@ fn output_contents(
         },
         // Parts of unknown value but known length still place the known parts.
         Op::Concat { .. } => (0..inputs.len())
-            .map(|slot| match (c(slot), ty_of(slot).map(|t| t.shape.0.as_slice())) {
-                (Some(v), _) => Some(v.to_vec()),
-                (None, Some([Dim::Known(n)])) if *n <= MAX_TRACKED => Some(vec![SymInt::Unknown; *n]),
-                _ => None,
-            })
+            .map(
+                |slot| match (c(slot), ty_of(slot).map(|t| t.shape.0.as_slice())) {
+                    (Some(v), _) => Some(v.to_vec()),
+                    (None, Some([Dim::Known(n)])) if *n <= MAX_TRACKED => {
+                        Some(vec![SymInt::Unknown; *n])
+                    }
+                    _ => None,
+                },
+            )
             .collect::<Option<Vec<_>>>()
             .map(|parts| parts.concat()),
         Op::Slice => slice_contents(inputs),
@@ -325,9 +329,11 @@ fn output_contents(
             fill.map(|f| vec![f; if expected == usize::MAX { 0 } else { expected }])
         }
         Op::Range => match (c(0), c(1), c(2)) {
-            (Some([SymInt::Int(s)]), Some([SymInt::Int(l)]), Some([SymInt::Int(d)])) if *d != 0 => {
-                let n = range_len(*s, *l, *d);
-                Some((0..n as i64).map(|i| SymInt::Int(s + i * d)).collect())
+            (Some([SymInt::Int(s)]), Some([SymInt::Int(l)]), Some([SymInt::Int(d)]))
+                if *d != 0 && range_len(*s, *l, *d) <= MAX_TRACKED =>
+            {
+                let n = range_len(*s, *l, *d) as i64;
+                Some((0..n).map(|i| SymInt::Int(s + i * d)).collect())
             }
             _ => None,
         },
@@ -425,13 +431,19 @@ fn slice_range(d: i64, start: i64, end: i64, step: i64) -> Option<Vec<usize>> {
     let mut i = s;
     while (step > 0 && i < e) || (step < 0 && i > e) {
         v.push(usize::try_from(i).ok()?);
-        i += step;
+        match i.checked_add(step) {
+            Some(next) => i = next,
+            None => break,
+        }
     }
     Some(v)
 }
 
 fn slice_bounds(d: i64, start: i64, end: i64, step: i64) -> (i64, i64) {
     let adj = |v: i64| if v < 0 { v.saturating_add(d) } else { v };
+    if d == 0 {
+        return (0, 0);
+    }
     if step > 0 {
         (adj(start).clamp(0, d), adj(end).clamp(0, d))
     } else {
@@ -442,22 +454,24 @@ fn slice_bounds(d: i64, start: i64, end: i64, step: i64) -> (i64, i64) {
 fn slice_len(d: i64, start: i64, end: i64, step: i64) -> usize {
     let (s, e) = slice_bounds(d, start, end, step);
     let span = if step > 0 { e - s } else { s - e };
+    ceil_steps(span as i128, step as i128)
+}
+
+/// `max(ceil(span / |step|), 0)` without overflow.
+fn ceil_steps(span: i128, step: i128) -> usize {
     let step = step.abs();
-    if span <= 0 {
-        0
-    } else {
-        ((span + step - 1) / step) as usize
+    if span <= 0 || step == 0 {
+        return 0;
     }
+    usize::try_from((span + step - 1) / step).unwrap_or(usize::MAX)
 }
 
 fn range_len(start: i64, limit: i64, delta: i64) -> usize {
-    let span = limit - start;
-    let n = if (span > 0) == (delta > 0) && span != 0 {
-        (span.abs() + delta.abs() - 1) / delta.abs()
-    } else {
-        0
-    };
-    n.max(0) as usize
+    let span = limit as i128 - start as i128;
+    if (span > 0) != (delta > 0) {
+        return 0;
+    }
+    ceil_steps(span.abs(), delta as i128)
 }
 
 fn shape_range(rank: usize, start: i64, end: Option<i64>) -> (usize, usize) {
@@ -855,16 +869,16 @@ fn conv(cx: &Cx, at: &ConvAttrs, transposed: bool) -> Result<TensorType, GraphEr
             )));
         }
         match &w.shape.0[1] {
-            Dim::Known(m) => Dim::Known(m * group),
+            Dim::Known(m) => Dim::Known(m.saturating_mul(group)),
             d => d.clone(),
         }
     } else {
         if let (Dim::Known(c), Dim::Known(wc)) = (c_in, &w.shape.0[1])
-            && *c != wc * group
+            && *c != wc.saturating_mul(group)
         {
             return Err(cx.err(format!(
                 "input {x} has {c} channels but weight {w} with group {group} expects {}",
-                wc * group
+                wc.saturating_mul(group)
             )));
         }
         w.shape.0[0].clone()
@@ -884,7 +898,7 @@ fn conv(cx: &Cx, at: &ConvAttrs, transposed: bool) -> Result<TensorType, GraphEr
         };
         let d = match (&x.shape.0[2 + i], kd) {
             (Dim::Known(n), Dim::Known(kk)) => {
-                let span = dil * (kk.saturating_sub(1)) + 1;
+                let span = dil.saturating_mul(kk.saturating_sub(1)).saturating_add(1);
                 let size = if transposed {
                     if let Some(&o) = at
                         .output_shape
@@ -892,16 +906,21 @@ fn conv(cx: &Cx, at: &ConvAttrs, transposed: bool) -> Result<TensorType, GraphEr
                     {
                         Some(o)
                     } else if matches!(at.auto_pad, AutoPad::SameUpper | AutoPad::SameLower) {
-                        Some(n * stride)
+                        Some(n.saturating_mul(stride))
                     } else {
-                        let full =
-                            stride * n.saturating_sub(1) + attr_or(&at.output_padding, i, 0) + span;
+                        let full = stride
+                            .saturating_mul(n.saturating_sub(1))
+                            .saturating_add(attr_or(&at.output_padding, i, 0))
+                            .saturating_add(span);
                         full.checked_sub(pb + pe)
                     }
                 } else if matches!(at.auto_pad, AutoPad::SameUpper | AutoPad::SameLower) {
                     Some(n.div_ceil(stride))
                 } else {
-                    (n + pb + pe).checked_sub(span).map(|v| v / stride + 1)
+                    n.saturating_add(pb)
+                        .saturating_add(pe)
+                        .checked_sub(span)
+                        .map(|v| v / stride + 1)
                 };
                 match size {
                     Some(s) => Dim::Known(s),
@@ -1168,7 +1187,7 @@ impl SymProduct {
         let mut sym = None;
         for d in dims {
             match d {
-                Dim::Known(n) => known += n,
+                Dim::Known(n) => known = known.saturating_add(*n),
                 Dim::Sym(s) if sym.is_none() => sym = Some(s.clone()),
                 Dim::Sym(_) => return None,
             }
@@ -1202,7 +1221,7 @@ fn split(cx: &Cx, axis: i64, sizes: Option<&[usize]>) -> Result<Vec<TensorType>,
         (None, Dim::Known(total)) => {
             let each = total.div_ceil(n);
             (0..n)
-                .map(|i| Dim::Known(each.min(total.saturating_sub(each * i))))
+                .map(|i| Dim::Known(each.min(total.saturating_sub(each.saturating_mul(i)))))
                 .collect()
         }
         (None, Dim::Sym(_)) if n == 1 => vec![d.clone()],
@@ -1997,5 +2016,21 @@ mod tests {
         assert!(!input_required(&Op::Slice, 3));
         assert!(input_required(&Op::Slice, 2));
         assert!(!input_required(&Op::Resize(ResizeAttrs::default()), 1));
+    }
+
+    #[test]
+    fn slice_and_range_lengths_follow_onnx_clamping() {
+        // x[1:1000] of 10, x[-3:] of 10, x[8:1:-3] of 10 (8, 5, 2), x[::-1] of 0
+        assert_eq!(slice_len(10, 1, 1000, 1), 9);
+        assert_eq!(slice_len(10, -3, i64::MAX, 1), 3);
+        assert_eq!(slice_len(10, 8, 1, -3), 3);
+        assert_eq!(slice_len(0, -1, i64::MIN, -1), 0);
+        assert_eq!(slice_len(10, 0, 10, i64::MIN), 0);
+        assert_eq!(slice_range(10, 8, 1, -3), Some(vec![8, 5, 2]));
+        // range(3, 10, 3) = 3, 6, 9; range(10, 4, -2) = 10, 8, 6; range(0, 5, -1) is empty
+        assert_eq!(range_len(3, 10, 3), 3);
+        assert_eq!(range_len(10, 4, -2), 3);
+        assert_eq!(range_len(0, 5, -1), 0);
+        assert_eq!(range_len(i64::MIN, i64::MAX, 1), usize::MAX);
     }
 }

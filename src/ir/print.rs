@@ -18,8 +18,9 @@ pub fn dump(g: &Graph) -> String {
         if g.name.is_empty() { "_" } else { &g.name }
     );
     for &i in &g.inputs {
-        let v = &g.node(i).outputs[0];
-        let _ = writeln!(s, "  input %{}: {}", v.name, type_text(v.ty.as_ref()));
+        for v in &g.node(i).outputs {
+            let _ = writeln!(s, "  input %{}: {}", v.name, type_text(v.ty.as_ref()));
+        }
     }
     let order = g.topo_order().unwrap_or_else(|_| g.node_ids());
     for id in order {

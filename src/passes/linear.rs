@@ -3,7 +3,8 @@
 //! Gemm with a constant B (and optional constant C). Each layer gets a readable,
 //! unique name taken from its initializers (`encoder.layer.3.attention.query`).
 
-use std::collections::HashSet;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
 
 use crate::ir::{BinaryOp, Graph, NodeIndex, Op, Port, Tensor};
 
@@ -36,9 +37,11 @@ pub struct LinearLayer {
     pub kind: LinearKind,
 }
 
-/// Every linear layer, in topological order.
+/// Every linear layer, in topological order; layers that do not depend on each
+/// other (query, key, value) keep the order of their nodes in the graph, which is the
+/// order of the source model file.
 pub fn find_linear_layers(g: &Graph) -> Vec<LinearLayer> {
-    let order = g.topo_order().unwrap_or_else(|_| g.node_ids());
+    let order = stable_topo_order(g);
     let mut used = HashSet::new();
     let mut layers = Vec::new();
     for id in order {
@@ -53,6 +56,37 @@ pub fn find_linear_layers(g: &Graph) -> Vec<LinearLayer> {
         }
     }
     layers
+}
+
+/// Kahn's algorithm, always taking the lowest-indexed ready node, so that the order is
+/// deterministic and follows insertion order where dependencies allow. Nodes on a
+/// cycle (an invalid graph) are left out.
+fn stable_topo_order(g: &Graph) -> Vec<NodeIndex> {
+    let ids = g.node_ids();
+    let mut pending: HashMap<NodeIndex, usize> = ids
+        .iter()
+        .map(|&id| (id, g.inputs_of(id).iter().flatten().count()))
+        .collect();
+    let mut ready: BinaryHeap<Reverse<NodeIndex>> = pending
+        .iter()
+        .filter(|(_, n)| **n == 0)
+        .map(|(id, _)| Reverse(*id))
+        .collect();
+    let mut order = Vec::with_capacity(ids.len());
+    while let Some(Reverse(id)) = ready.pop() {
+        order.push(id);
+        for slot in 0..g.node(id).outputs.len() {
+            for (c, _) in g.consumers(Port::new(id, slot)) {
+                if let Some(n) = pending.get_mut(&c) {
+                    *n -= 1;
+                    if *n == 0 {
+                        ready.push(Reverse(c));
+                    }
+                }
+            }
+        }
+    }
+    order
 }
 
 /// The `Const` node at input `slot` of `id` and its tensor, when it is a float 2-D
@@ -142,7 +176,13 @@ fn scope_name(node: &str) -> String {
 }
 
 fn layer_name(g: &Graph, layer: &LinearLayer) -> String {
-    let value_name = |id: NodeIndex| g.node(id).outputs[0].name.clone();
+    let value_name = |id: NodeIndex| {
+        g.node(id)
+            .outputs
+            .first()
+            .map(|v| v.name.clone())
+            .unwrap_or_default()
+    };
     readable(&value_name(layer.weight), ".weight")
         .or_else(|| layer.bias.and_then(|b| readable(&value_name(b), ".bias")))
         .unwrap_or_else(|| scope_name(&g.node(layer.matmul).name))
@@ -287,5 +327,34 @@ mod tests {
         let mut names: Vec<&str> = layers.iter().map(|l| l.name.as_str()).collect();
         names.sort_unstable();
         assert_eq!(names, vec!["head", "head_1"]);
+    }
+
+    #[test]
+    fn independent_layers_keep_graph_order() {
+        let mut g = Graph::new("t");
+        let x = x_input(&mut g, 4);
+        let mut mms = Vec::new();
+        for name in ["key", "value", "query"] {
+            let w = g.add_const(
+                format!("{name}.weight"),
+                Tensor::zeros(DType::F32, vec![4, 4]),
+            );
+            mms.push(g.add_op(
+                format!("/{name}/MatMul"),
+                Op::MatMul,
+                &[p(x), p(w)],
+                &[name],
+            ));
+        }
+        let s = g.add_op(
+            "s",
+            Op::Binary(BinaryOp::Add),
+            &[p(mms[2]), p(mms[0])],
+            &["s"],
+        );
+        let t = g.add_op("t", Op::Binary(BinaryOp::Add), &[p(s), p(mms[1])], &["t"]);
+        g.outputs.push(Port::new(t, 0));
+        let names: Vec<String> = find_linear_layers(&g).into_iter().map(|l| l.name).collect();
+        assert_eq!(names, vec!["key", "value", "query"]);
     }
 }
