@@ -118,7 +118,9 @@ impl Plan {
         }
         for o in &g.outputs {
             if !g.contains(o.node) || o.slot >= g.node(o.node).outputs.len() {
-                return Err(ExecError::Graph(format!("graph output {o:?} does not exist")));
+                return Err(ExecError::Graph(format!(
+                    "graph output {o:?} does not exist"
+                )));
             }
             let v = plan
                 .id_of(*o)
@@ -192,7 +194,12 @@ impl Plan {
             .collect();
         let mut last_use: HashMap<usize, usize> = HashMap::new();
         for (i, s) in self.steps.iter().enumerate() {
-            for v in s.outputs.iter().copied().chain(s.inputs.iter().flatten().copied()) {
+            for v in s
+                .outputs
+                .iter()
+                .copied()
+                .chain(s.inputs.iter().flatten().copied())
+            {
                 last_use.insert(v, i);
             }
         }
@@ -219,7 +226,9 @@ fn live_nodes(g: &Graph) -> Result<HashSet<NodeIndex>, ExecError> {
     let mut stack: Vec<NodeIndex> = Vec::new();
     for o in &g.outputs {
         if !g.contains(o.node) {
-            return Err(ExecError::Graph(format!("graph output {o:?} does not exist")));
+            return Err(ExecError::Graph(format!(
+                "graph output {o:?} does not exist"
+            )));
         }
         stack.push(o.node);
     }

@@ -48,14 +48,17 @@ impl<B: Backend> Session<B> {
         for &id in &g.inputs {
             let node = g.node(id);
             if !matches!(node.op, Op::Input) {
-                return Err(ExecError::Graph(format!("graph input '{}' is not an Input node", node.name)));
+                return Err(ExecError::Graph(format!(
+                    "graph input '{}' is not an Input node",
+                    node.name
+                )));
             }
             let value = node.outputs.first().ok_or_else(|| {
                 ExecError::Graph(format!("graph input '{}' has no output value", node.name))
             })?;
-            let v = plan
-                .id_of(crate::ir::Port::new(id, 0))
-                .ok_or_else(|| ExecError::Graph(format!("graph input '{}' is not planned", node.name)))?;
+            let v = plan.id_of(crate::ir::Port::new(id, 0)).ok_or_else(|| {
+                ExecError::Graph(format!("graph input '{}' is not planned", node.name))
+            })?;
             inputs.push(InputSpec {
                 name: value.name.clone(),
                 value: v,
@@ -120,7 +123,11 @@ impl<B: Backend> Session<B> {
             if outs.len() != step.outputs.len() {
                 return Err(ExecError::node(
                     node,
-                    format!("produced {} outputs, the node declares {}", outs.len(), step.outputs.len()),
+                    format!(
+                        "produced {} outputs, the node declares {}",
+                        outs.len(),
+                        step.outputs.len()
+                    ),
                 ));
             }
             for (v, o) in step.outputs.iter().zip(outs) {
@@ -137,7 +144,11 @@ impl<B: Backend> Session<B> {
             .collect()
     }
 
-    fn lookup<'a>(&'a self, table: &'a [Option<B::Value>], v: usize) -> Result<&'a B::Value, ExecError> {
+    fn lookup<'a>(
+        &'a self,
+        table: &'a [Option<B::Value>],
+        v: usize,
+    ) -> Result<&'a B::Value, ExecError> {
         table[v]
             .as_ref()
             .or(self.weights[v].as_ref())
@@ -172,10 +183,12 @@ impl<B: Backend> Session<B> {
         let mut symbols: HashMap<&str, (usize, &str)> = HashMap::new();
         let mut out = Vec::with_capacity(self.inputs.len());
         for spec in &self.inputs {
-            let t = *by_name.get(spec.name.as_str()).ok_or_else(|| ExecError::Input {
-                name: spec.name.clone(),
-                msg: "missing".into(),
-            })?;
+            let t = *by_name
+                .get(spec.name.as_str())
+                .ok_or_else(|| ExecError::Input {
+                    name: spec.name.clone(),
+                    msg: "missing".into(),
+                })?;
             if let Some(ty) = &spec.ty {
                 check_input(&spec.name, ty, t, &mut symbols)?;
             }

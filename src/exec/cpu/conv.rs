@@ -40,8 +40,15 @@ fn per_axis(v: &[usize], n: usize, default: usize, what: &str) -> OpResult<Vec<u
 
 fn kernel_of(attrs: &ConvAttrs, w: &[usize]) -> OpResult<Vec<usize>> {
     let k = w[2..].to_vec();
+    if k.contains(&0) {
+        bail!("weight has an empty kernel {}", sh(&k));
+    }
     if !attrs.kernel_shape.is_empty() && attrs.kernel_shape != k {
-        bail!("kernel_shape {:?} differs from the weight's {:?}", attrs.kernel_shape, k);
+        bail!(
+            "kernel_shape {} differs from the weight's {}",
+            sh(&attrs.kernel_shape),
+            sh(&k)
+        );
     }
     Ok(k)
 }
@@ -62,7 +69,11 @@ fn conv_geometry(attrs: &ConvAttrs, input: &[usize], w: &[usize]) -> OpResult<Ge
                 } else if attrs.pads.len() == 2 * n {
                     (attrs.pads[i], attrs.pads[i + n])
                 } else {
-                    bail!("pads {:?} has {} entries for {n} spatial axes", attrs.pads, attrs.pads.len());
+                    bail!(
+                        "pads {:?} has {} entries for {n} spatial axes",
+                        attrs.pads,
+                        attrs.pads.len()
+                    );
                 }
             }
             AutoPad::Valid => (0, 0),
@@ -105,12 +116,18 @@ fn conv_transpose_geometry(attrs: &ConvAttrs, input: &[usize], w: &[usize]) -> O
         0 => None,
         l if l == n => Some(attrs.output_shape.clone()),
         l if l == n + 2 => Some(attrs.output_shape[2..].to_vec()),
-        _ => bail!("output_shape {:?} does not match {n} spatial axes", attrs.output_shape),
+        _ => bail!(
+            "output_shape {:?} does not match {n} spatial axes",
+            attrs.output_shape
+        ),
     };
     let mut pad_begin = vec![0i64; n];
     let mut out = vec![0usize; n];
     for i in 0..n {
-        let natural = (strides[i] * input[i].saturating_sub(1) + out_pad[i] + (kernel[i] - 1) * dilations[i] + 1) as i64;
+        let natural = (strides[i] * input[i].saturating_sub(1)
+            + out_pad[i]
+            + (kernel[i] - 1) * dilations[i]
+            + 1) as i64;
         let target = match (&explicit_out, attrs.auto_pad) {
             (Some(o), _) => Some(o[i] as i64),
             (None, AutoPad::SameUpper | AutoPad::SameLower) => Some((input[i] * strides[i]) as i64),
@@ -122,15 +139,25 @@ fn conv_transpose_geometry(attrs: &ConvAttrs, input: &[usize], w: &[usize]) -> O
                 // going last except for SAME_UPPER.
                 let total = natural - t;
                 let half = total.div_euclid(2);
-                pad_begin[i] = if attrs.auto_pad == AutoPad::SameUpper { half } else { total - half };
+                pad_begin[i] = if attrs.auto_pad == AutoPad::SameUpper {
+                    half
+                } else {
+                    total - half
+                };
                 out[i] = t as usize;
             }
             None => {
                 let (pb, pe) = match attrs.auto_pad {
                     AutoPad::Valid => (0, 0),
                     _ if attrs.pads.is_empty() => (0, 0),
-                    _ if attrs.pads.len() == 2 * n => (attrs.pads[i] as i64, attrs.pads[i + n] as i64),
-                    _ => bail!("pads {:?} has {} entries for {n} spatial axes", attrs.pads, attrs.pads.len()),
+                    _ if attrs.pads.len() == 2 * n => {
+                        (attrs.pads[i] as i64, attrs.pads[i + n] as i64)
+                    }
+                    _ => bail!(
+                        "pads {:?} has {} entries for {n} spatial axes",
+                        attrs.pads,
+                        attrs.pads.len()
+                    ),
                 };
                 let o = natural - pb - pe;
                 if o <= 0 {
@@ -152,9 +179,15 @@ fn conv_transpose_geometry(attrs: &ConvAttrs, input: &[usize], w: &[usize]) -> O
 
 /// Checks the channel layout and returns (group, channels per group in x, output
 /// channels per group).
-fn groups(attrs: &ConvAttrs, c_in: usize, c_w0: usize, c_w1: usize, transpose: bool) -> OpResult<(usize, usize, usize)> {
+fn groups(
+    attrs: &ConvAttrs,
+    c_in: usize,
+    c_w0: usize,
+    c_w1: usize,
+    transpose: bool,
+) -> OpResult<(usize, usize, usize)> {
     let g = attrs.group.max(1);
-    if c_in % g != 0 {
+    if !c_in.is_multiple_of(g) {
         bail!("{c_in} input channels do not split into {g} groups");
     }
     let cg = c_in / g;
@@ -165,9 +198,11 @@ fn groups(attrs: &ConvAttrs, c_in: usize, c_w0: usize, c_w1: usize, transpose: b
         Ok((g, cg, c_w1))
     } else {
         if c_w1 != cg {
-            bail!("weight expects {c_w1} channels per group, the input has {cg} ({c_in} in {g} groups)");
+            bail!(
+                "weight expects {c_w1} channels per group, the input has {cg} ({c_in} in {g} groups)"
+            );
         }
-        if c_w0 % g != 0 {
+        if !c_w0.is_multiple_of(g) {
             bail!("{c_w0} output channels do not split into {g} groups");
         }
         Ok((g, cg, c_w0 / g))
@@ -179,9 +214,14 @@ fn check_operands(x: &CpuValue, w: &CpuValue, b: Option<&CpuValue>) -> OpResult<
         bail!("input must be N×C×spatial, got shape {}", sh(x.dims()));
     }
     if w.rank() != x.rank() {
-        bail!("weight of shape {} does not match input of shape {}", sh(w.dims()), sh(x.dims()));
+        bail!(
+            "weight of shape {} does not match input of shape {}",
+            sh(w.dims()),
+            sh(x.dims())
+        );
     }
-    if !x.dtype().is_float() || w.dtype() != x.dtype() || b.is_some_and(|b| b.dtype() != x.dtype()) {
+    if !x.dtype().is_float() || w.dtype() != x.dtype() || b.is_some_and(|b| b.dtype() != x.dtype())
+    {
         bail!("operands must share one float type");
     }
     Ok(())
@@ -192,18 +232,27 @@ fn bias_vector(b: Option<&CpuValue>, m: usize) -> OpResult<Option<Vec<f32>>> {
     if b.dims() != [m] {
         bail!("bias must have shape [{m}], got {}", sh(b.dims()));
     }
-    Ok(Some(b.to_f64_vec()?.into_iter().map(|v| v as f32).collect()))
+    Ok(Some(
+        b.to_f64_vec()?.into_iter().map(|v| v as f32).collect(),
+    ))
 }
 
-fn add_bias(out: &mut [f32], bias: &Option<Vec<f32>>, plane: usize) {
-    let Some(bias) = bias else { return };
-    if plane == 0 {
-        return;
-    }
-    for (i, p) in out.chunks_mut(plane).enumerate() {
-        let b = bias[i % bias.len()];
-        p.iter_mut().for_each(|v| *v += b);
-    }
+/// The indices `j < count` for which `start + j·step` lies in `[0, len)`, as the
+/// range `(first, end)`.
+fn valid_span(start: i64, step: usize, count: usize, len: usize) -> (usize, usize) {
+    let step = step as i64;
+    let lo = if start >= 0 {
+        0
+    } else {
+        (-start + step - 1) / step
+    };
+    let hi = if start >= len as i64 {
+        0
+    } else {
+        ((len as i64 - 1 - start) / step + 1).max(0)
+    };
+    let hi = (hi as usize).min(count);
+    ((lo as usize).min(hi), hi)
 }
 
 fn row_major_index(mut flat: usize, dims: &[usize], idx: &mut [usize]) {
@@ -213,7 +262,33 @@ fn row_major_index(mut flat: usize, dims: &[usize], idx: &mut [usize]) {
     }
 }
 
-pub(crate) fn conv(attrs: &ConvAttrs, x: &CpuValue, w: &CpuValue, b: Option<&CpuValue>) -> OpResult<CpuValue> {
+/// Offset of the line at leading indices `idx` mapped through `i·s + k·d − pad`,
+/// or `None` when it falls in the padding.
+fn line_offset(idx: &[usize], k: &[usize], geo: &Geometry, target: &[usize]) -> Option<usize> {
+    let mut base = 0usize;
+    for a in 0..idx.len() {
+        let p = (idx[a] * geo.strides[a] + k[a] * geo.dilations[a]) as i64 - geo.pad_begin[a];
+        if p < 0 || p >= target[a] as i64 {
+            return None;
+        }
+        base = base * target[a] + p as usize;
+    }
+    Some(base)
+}
+
+/// Whether `tasks` independent pieces of work should each run single-threaded
+/// across the pool rather than one after another with inner parallelism.
+fn spread(tasks: usize) -> bool {
+    let threads = rayon::current_num_threads();
+    threads > 1 && tasks > 1 && (tasks >= 2 * threads || tasks.is_multiple_of(threads))
+}
+
+pub(crate) fn conv(
+    attrs: &ConvAttrs,
+    x: &CpuValue,
+    w: &CpuValue,
+    b: Option<&CpuValue>,
+) -> OpResult<CpuValue> {
     check_operands(x, w, b)?;
     let (xd, wd) = (x.dims().to_vec(), w.dims().to_vec());
     let (n, c) = (xd[0], xd[1]);
@@ -230,37 +305,56 @@ pub(crate) fn conv(attrs: &ConvAttrs, x: &CpuValue, w: &CpuValue, b: Option<&Cpu
         && geo.strides.iter().all(|&s| s == 1)
         && geo.pad_begin.iter().all(|&p| p == 0)
         && geo.out == xd[2..];
+    let task_len = mg * out_plane;
+    if task_len == 0 {
+        let mut dims = vec![n, m];
+        dims.extend(&geo.out);
+        return CpuValue::from_f32(out, &dims, x.dtype());
+    }
     x.read_f32(|xv| {
         w.read_f32(|wv| {
             let xs = xv.to_contiguous();
             let ws = wv.to_contiguous();
-            let mut cols = if pointwise { Vec::new() } else { vec![0f32; rows * out_plane] };
-            for img in 0..n {
-                for grp in 0..g {
-                    let x_off = (img * c + grp * cg) * in_plane;
-                    let xg = &xs[x_off..x_off + cg * in_plane];
-                    let rhs = if pointwise {
-                        xg
-                    } else {
-                        im2col(xg, &xd[2..], &geo, cg, &mut cols);
-                        &cols[..]
-                    };
-                    let o_off = (img * m + grp * mg) * out_plane;
-                    gemm_into(
-                        &mut out[o_off..o_off + mg * out_plane],
-                        (mg, out_plane, rows),
-                        MatRef::row_major(&ws[grp * mg * rows..(grp + 1) * mg * rows], rows),
-                        MatRef::row_major(rhs, out_plane),
-                        1.0,
-                        None,
-                        true,
-                    )?;
+            // One image and group: unfold its patches, start from the bias and add
+            // the filters' product.
+            let task = |t: usize, dst: &mut [f32], cols: &mut Vec<f32>, parallel: bool| {
+                let (img, grp) = (t / g, t % g);
+                let x_off = (img * c + grp * cg) * in_plane;
+                let xg = &xs[x_off..x_off + cg * in_plane];
+                let rhs = if pointwise {
+                    xg
+                } else {
+                    cols.resize(rows * out_plane, 0.0);
+                    im2col(xg, &xd[2..], &geo, cg, cols, parallel);
+                    &cols[..]
+                };
+                if let Some(bias) = &bias {
+                    for (i, row) in dst.chunks_mut(out_plane).enumerate() {
+                        row.fill(bias[grp * mg + i]);
+                    }
                 }
+                gemm_into(
+                    dst,
+                    (mg, out_plane, rows),
+                    MatRef::row_major(&ws[grp * mg * rows..(grp + 1) * mg * rows], rows),
+                    MatRef::row_major(rhs, out_plane),
+                    1.0,
+                    bias.as_ref().map(|_| 1.0),
+                    parallel,
+                )
+            };
+            if spread(n * g) {
+                out.par_chunks_mut(task_len)
+                    .enumerate()
+                    .try_for_each_init(Vec::new, |cols, (t, dst)| task(t, dst, cols, false))
+            } else {
+                let mut cols = Vec::new();
+                out.chunks_mut(task_len)
+                    .enumerate()
+                    .try_for_each(|(t, dst)| task(t, dst, &mut cols, true))
             }
-            Ok(())
         })
     })?;
-    add_bias(&mut out, &bias, out_plane);
     let mut dims = vec![n, m];
     dims.extend(&geo.out);
     CpuValue::from_f32(out, &dims, x.dtype())
@@ -268,51 +362,57 @@ pub(crate) fn conv(attrs: &ConvAttrs, x: &CpuValue, w: &CpuValue, b: Option<&Cpu
 
 /// Fills `cols` (`cg·ksize` rows by `prod(out)` columns) with the input patches of
 /// one image and group; positions in the padding read 0.
-fn im2col(x: &[f32], in_dims: &[usize], geo: &Geometry, cg: usize, cols: &mut [f32]) {
+fn im2col(
+    x: &[f32],
+    in_dims: &[usize],
+    geo: &Geometry,
+    cg: usize,
+    cols: &mut [f32],
+    parallel: bool,
+) {
     let nd = in_dims.len();
     let ksize: usize = geo.kernel.iter().product();
     let in_plane: usize = in_dims.iter().product();
     let out_plane: usize = geo.out.iter().product();
     let last = nd - 1;
-    let out_last = geo.out[last];
+    let (in_last, out_last) = (in_dims[last], geo.out[last]);
     let outer_out: usize = geo.out[..last].iter().product();
     let fill_row = |r: usize, row: &mut [f32]| {
         let ch = r / ksize;
         let mut k = vec![0usize; nd];
         row_major_index(r % ksize, &geo.kernel, &mut k);
         let plane = &x[ch * in_plane..(ch + 1) * in_plane];
-        let mut o = vec![0usize; nd];
+        let mut o = vec![0usize; last];
+        let start = (k[last] * geo.dilations[last]) as i64 - geo.pad_begin[last];
+        let step = geo.strides[last];
+        let (lo, hi) = valid_span(start, step, out_last, in_last);
         for oi in 0..outer_out {
-            row_major_index(oi, &geo.out[..last], &mut o[..last]);
+            row_major_index(oi, &geo.out[..last], &mut o);
             let seg = &mut row[oi * out_last..(oi + 1) * out_last];
-            // Offset of the input line for the leading axes, or None in the padding.
-            let mut base = 0usize;
-            let mut inside = true;
-            for a in 0..last {
-                let p = (o[a] * geo.strides[a] + k[a] * geo.dilations[a]) as i64 - geo.pad_begin[a];
-                if p < 0 || p >= in_dims[a] as i64 {
-                    inside = false;
-                    break;
-                }
-                base = base * in_dims[a] + p as usize;
-            }
-            if !inside {
+            let Some(base) = line_offset(&o, &k[..last], geo, &in_dims[..last]) else {
                 seg.fill(0.0);
                 continue;
-            }
-            let line = &plane[base * in_dims[last]..(base + 1) * in_dims[last]];
-            let (s, start) = (geo.strides[last], (k[last] * geo.dilations[last]) as i64 - geo.pad_begin[last]);
-            for (j, v) in seg.iter_mut().enumerate() {
-                let p = start + (j * s) as i64;
-                *v = if p >= 0 && (p as usize) < line.len() { line[p as usize] } else { 0.0 };
+            };
+            let line = &plane[base * in_last..(base + 1) * in_last];
+            seg[..lo].fill(0.0);
+            seg[hi..].fill(0.0);
+            for (j, v) in seg[lo..hi].iter_mut().enumerate() {
+                *v = line[(start + ((lo + j) * step) as i64) as usize];
             }
         }
     };
     let cols = &mut cols[..cg * ksize * out_plane];
-    if cols.len() >= PAR_MIN_ELEMS && out_plane > 0 {
-        cols.par_chunks_mut(out_plane).enumerate().for_each(|(r, row)| fill_row(r, row));
-    } else if out_plane > 0 {
-        cols.chunks_mut(out_plane).enumerate().for_each(|(r, row)| fill_row(r, row));
+    if out_plane == 0 {
+        return;
+    }
+    if parallel && cols.len() >= PAR_MIN_ELEMS {
+        cols.par_chunks_mut(out_plane)
+            .enumerate()
+            .for_each(|(r, row)| fill_row(r, row));
+    } else {
+        cols.chunks_mut(out_plane)
+            .enumerate()
+            .for_each(|(r, row)| fill_row(r, row));
     }
 }
 
@@ -334,18 +434,21 @@ pub(crate) fn conv_transpose(
     let ksize: usize = geo.kernel.iter().product();
     let rows = mg * ksize;
     let mut out = vec![0f32; n * m * out_plane];
-    x.read_f32(|xv| {
-        w.read_f32(|wv| {
-            let xs = xv.to_contiguous();
-            let ws = wv.to_contiguous();
-            let mut cols = vec![0f32; rows * in_plane];
-            for img in 0..n {
-                for grp in 0..g {
+    let task_len = mg * out_plane;
+    if task_len > 0 {
+        x.read_f32(|xv| {
+            w.read_f32(|wv| {
+                let xs = xv.to_contiguous();
+                let ws = wv.to_contiguous();
+                // One image and group: cols = W_gᵀ · x_g (W_g is cg × rows row-major,
+                // read transposed), then every column entry lands on its output pixel.
+                let task = |t: usize, dst: &mut [f32], cols: &mut Vec<f32>, parallel: bool| {
+                    let (img, grp) = (t / g, t % g);
                     let x_off = (img * c + grp * cg) * in_plane;
                     let wg = &ws[grp * cg * rows..(grp + 1) * cg * rows];
-                    // cols = W_gᵀ · x_g: W_g is cg × rows row-major, read transposed.
+                    cols.resize(rows * in_plane, 0.0);
                     gemm_into(
-                        &mut cols,
+                        cols,
                         (rows, in_plane, cg),
                         MatRef {
                             data: wg,
@@ -356,16 +459,29 @@ pub(crate) fn conv_transpose(
                         MatRef::row_major(&xs[x_off..x_off + cg * in_plane], in_plane),
                         1.0,
                         None,
-                        true,
+                        parallel,
                     )?;
-                    let o_off = (img * m + grp * mg) * out_plane;
-                    col2im(&cols, &xd[2..], &geo, &mut out[o_off..o_off + mg * out_plane]);
+                    if let Some(bias) = &bias {
+                        for (i, plane) in dst.chunks_mut(out_plane).enumerate() {
+                            plane.fill(bias[grp * mg + i]);
+                        }
+                    }
+                    col2im(cols, &xd[2..], &geo, dst, parallel);
+                    Ok(())
+                };
+                if spread(n * g) {
+                    out.par_chunks_mut(task_len)
+                        .enumerate()
+                        .try_for_each_init(Vec::new, |cols, (t, dst)| task(t, dst, cols, false))
+                } else {
+                    let mut cols = Vec::new();
+                    out.chunks_mut(task_len)
+                        .enumerate()
+                        .try_for_each(|(t, dst)| task(t, dst, &mut cols, true))
                 }
-            }
-            Ok(())
-        })
-    })?;
-    add_bias(&mut out, &bias, out_plane);
+            })
+        })?;
+    }
     let mut dims = vec![n, m];
     dims.extend(&geo.out);
     CpuValue::from_f32(out, &dims, x.dtype())
@@ -373,42 +489,47 @@ pub(crate) fn conv_transpose(
 
 /// Adds each column entry of `cols` (`mg·ksize` rows by `prod(in)` columns) to the
 /// output position it lands on; `out` holds the group's `mg` output planes.
-fn col2im(cols: &[f32], in_dims: &[usize], geo: &Geometry, out: &mut [f32]) {
+fn col2im(cols: &[f32], in_dims: &[usize], geo: &Geometry, out: &mut [f32], parallel: bool) {
     let nd = in_dims.len();
+    let last = nd - 1;
     let ksize: usize = geo.kernel.iter().product();
     let in_plane: usize = in_dims.iter().product();
     let out_plane: usize = geo.out.iter().product();
+    let (in_last, out_last) = (in_dims[last], geo.out[last]);
+    let outer_in: usize = in_dims[..last].iter().product();
     if out_plane == 0 || in_plane == 0 {
         return;
     }
     let channel = |ch: usize, plane: &mut [f32]| {
         let mut k = vec![0usize; nd];
-        let mut i = vec![0usize; nd];
+        let mut i = vec![0usize; last];
         for kk in 0..ksize {
             row_major_index(kk, &geo.kernel, &mut k);
             let row = &cols[(ch * ksize + kk) * in_plane..(ch * ksize + kk + 1) * in_plane];
-            for (flat, &v) in row.iter().enumerate() {
-                row_major_index(flat, in_dims, &mut i);
-                let mut at = 0usize;
-                let mut inside = true;
-                for a in 0..nd {
-                    let p = (i[a] * geo.strides[a] + k[a] * geo.dilations[a]) as i64 - geo.pad_begin[a];
-                    if p < 0 || p >= geo.out[a] as i64 {
-                        inside = false;
-                        break;
-                    }
-                    at = at * geo.out[a] + p as usize;
-                }
-                if inside {
-                    plane[at] += v;
+            let start = (k[last] * geo.dilations[last]) as i64 - geo.pad_begin[last];
+            let step = geo.strides[last];
+            let (lo, hi) = valid_span(start, step, in_last, out_last);
+            for oi in 0..outer_in {
+                row_major_index(oi, &in_dims[..last], &mut i);
+                let Some(base) = line_offset(&i, &k[..last], geo, &geo.out[..last]) else {
+                    continue;
+                };
+                let line = &mut plane[base * out_last..(base + 1) * out_last];
+                let src = &row[oi * in_last..(oi + 1) * in_last];
+                for (j, &v) in src[lo..hi].iter().enumerate() {
+                    line[(start + ((lo + j) * step) as i64) as usize] += v;
                 }
             }
         }
     };
-    if out.len() >= PAR_MIN_ELEMS {
-        out.par_chunks_mut(out_plane).enumerate().for_each(|(ch, p)| channel(ch, p));
+    if parallel && out.len() >= PAR_MIN_ELEMS {
+        out.par_chunks_mut(out_plane)
+            .enumerate()
+            .for_each(|(ch, p)| channel(ch, p));
     } else {
-        out.chunks_mut(out_plane).enumerate().for_each(|(ch, p)| channel(ch, p));
+        out.chunks_mut(out_plane)
+            .enumerate()
+            .for_each(|(ch, p)| channel(ch, p));
     }
 }
 

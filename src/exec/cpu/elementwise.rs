@@ -55,7 +55,12 @@ pub(crate) fn binary(op: BinaryOp, a: &CpuValue, b: &CpuValue) -> OpResult<CpuVa
                             bail!("integer division by zero");
                         }
                         // Rust's integer division truncates towards zero, as ONNX asks.
-                        map2(&dims, &va, &vb, |x, y| if y == 0 { 0 } else { x.wrapping_div(y) })
+                        map2(
+                            &dims,
+                            &va,
+                            &vb,
+                            |x, y| if y == 0 { 0 } else { x.wrapping_div(y) },
+                        )
                     }
                 })
             })
@@ -73,22 +78,26 @@ fn pow(a: &CpuValue, b: &CpuValue, dims: &[usize]) -> OpResult<CpuValue> {
         bail!("Pow is not defined on bool");
     }
     if ta.is_float() {
-        if tb.is_float() {
-            if let Some(e) = scalar_exponent(b)? {
-                return pow_float_by_scalar(a, e, dims);
-            }
+        if tb.is_float()
+            && let Some(e) = scalar_exponent(b)?
+        {
+            return pow_float_by_scalar(a, e, dims);
         }
         let out = a.read_f32(|va| {
             let va = va.broadcast_to(dims)?;
             if tb.is_float() {
                 b.read_f32(|vb| {
                     let vb = vb.broadcast_to(dims)?;
-                    Ok(map2(dims, &va, &vb, |x, y| (x as f64).powf(y as f64) as f32))
+                    Ok(map2(dims, &va, &vb, |x, y| {
+                        (x as f64).powf(y as f64) as f32
+                    }))
                 })
             } else {
                 b.read_i64(|vb| {
                     let vb = vb.broadcast_to(dims)?;
-                    Ok(map2(dims, &va, &vb, |x, y| (x as f64).powf(y as f64) as f32))
+                    Ok(map2(dims, &va, &vb, |x, y| {
+                        (x as f64).powf(y as f64) as f32
+                    }))
                 })
             }
         })?;
@@ -104,7 +113,9 @@ fn pow(a: &CpuValue, b: &CpuValue, dims: &[usize]) -> OpResult<CpuValue> {
         } else {
             b.read_f32(|vb| {
                 let vb = vb.broadcast_to(dims)?;
-                Ok(map2(dims, &va, &vb, |x, y| (x as f64).powf(y as f64) as i64))
+                Ok(map2(dims, &va, &vb, |x, y| {
+                    (x as f64).powf(y as f64) as i64
+                }))
             })
         }
     })?;
@@ -162,25 +173,34 @@ fn equal(a: &CpuValue, b: &CpuValue, dims: &[usize]) -> OpResult<CpuValue> {
     let out = if a.dtype().is_float() {
         a.read_f32(|va| {
             b.read_f32(|vb| {
-                Ok(map2(dims, &va.broadcast_to(dims)?, &vb.broadcast_to(dims)?, |x, y| {
-                    u8::from(x == y)
-                }))
+                Ok(map2(
+                    dims,
+                    &va.broadcast_to(dims)?,
+                    &vb.broadcast_to(dims)?,
+                    |x, y| u8::from(x == y),
+                ))
             })
         })?
     } else if a.dtype().is_int() {
         a.read_i64(|va| {
             b.read_i64(|vb| {
-                Ok(map2(dims, &va.broadcast_to(dims)?, &vb.broadcast_to(dims)?, |x, y| {
-                    u8::from(x == y)
-                }))
+                Ok(map2(
+                    dims,
+                    &va.broadcast_to(dims)?,
+                    &vb.broadcast_to(dims)?,
+                    |x, y| u8::from(x == y),
+                ))
             })
         })?
     } else {
         a.read_bool(|va| {
             b.read_bool(|vb| {
-                Ok(map2(dims, &va.broadcast_to(dims)?, &vb.broadcast_to(dims)?, |x, y| {
-                    u8::from((x != 0) == (y != 0))
-                }))
+                Ok(map2(
+                    dims,
+                    &va.broadcast_to(dims)?,
+                    &vb.broadcast_to(dims)?,
+                    |x, y| u8::from((x != 0) == (y != 0)),
+                ))
             })
         })?
     };
@@ -231,7 +251,11 @@ fn bound(v: Option<&CpuValue>, what: &str) -> OpResult<Option<f64>> {
     }
 }
 
-pub(crate) fn clip(x: &CpuValue, min: Option<&CpuValue>, max: Option<&CpuValue>) -> OpResult<CpuValue> {
+pub(crate) fn clip(
+    x: &CpuValue,
+    min: Option<&CpuValue>,
+    max: Option<&CpuValue>,
+) -> OpResult<CpuValue> {
     let dims = x.dims().to_vec();
     let dtype = x.dtype();
     for b in [min, max].into_iter().flatten() {
@@ -303,7 +327,9 @@ pub(crate) fn cast(x: &CpuValue, to: DType) -> OpResult<CpuValue> {
     let dims = x.dims().to_vec();
     if from.is_float() {
         return x.read_f32(|v| match to {
-            DType::F32 | DType::F16 | DType::BF16 => CpuValue::from_f32(map1(&dims, &v, |a| a), &dims, to),
+            DType::F32 | DType::F16 | DType::BF16 => {
+                CpuValue::from_f32(map1(&dims, &v, |a| a), &dims, to)
+            }
             // `as` truncates towards zero and saturates, NaN becoming 0.
             DType::I64 => CpuValue::from_i64(map1(&dims, &v, |a| a as i64), &dims, to),
             DType::I32 => CpuValue::from_i64(map1(&dims, &v, |a| a as i32 as i64), &dims, to),
@@ -312,13 +338,17 @@ pub(crate) fn cast(x: &CpuValue, to: DType) -> OpResult<CpuValue> {
     }
     if from.is_int() {
         return x.read_i64(|v| match to {
-            DType::F32 | DType::F16 | DType::BF16 => CpuValue::from_f32(map1(&dims, &v, |a| a as f32), &dims, to),
+            DType::F32 | DType::F16 | DType::BF16 => {
+                CpuValue::from_f32(map1(&dims, &v, |a| a as f32), &dims, to)
+            }
             DType::I64 | DType::I32 => CpuValue::from_i64(map1(&dims, &v, |a| a), &dims, to),
             DType::Bool => CpuValue::from_bool(map1(&dims, &v, |a| u8::from(a != 0)), &dims),
         });
     }
     x.read_bool(|v| match to {
-        DType::F32 | DType::F16 | DType::BF16 => CpuValue::from_f32(map1(&dims, &v, |a| f32::from(a)), &dims, to),
+        DType::F32 | DType::F16 | DType::BF16 => {
+            CpuValue::from_f32(map1(&dims, &v, f32::from), &dims, to)
+        }
         DType::I64 | DType::I32 => CpuValue::from_i64(map1(&dims, &v, i64::from), &dims, to),
         DType::Bool => Ok(x.clone()),
     })

@@ -150,7 +150,13 @@ fn matmul_shape(a: &[usize], b: &[usize]) -> OpResult<MatMulShape> {
     if b.len() > 1 {
         out.push(n);
     }
-    Ok(MatMulShape { batch, m, k, n, out })
+    Ok(MatMulShape {
+        batch,
+        m,
+        k,
+        n,
+        out,
+    })
 }
 
 /// A view of `v` as a batch of matrices `batch + [rows, cols]`, 1-D operands promoted.
@@ -231,10 +237,10 @@ fn folded_row_stride<T: Copy>(v: &Strided<'_, T>) -> Option<isize> {
         if d == 1 {
             continue;
         }
-        if let Some((_, prev_s)) = run {
-            if prev_s != s * d as isize {
-                return None;
-            }
+        if let Some((_, prev_s)) = run
+            && prev_s != s * d as isize
+        {
+            return None;
         }
         run = Some((d, s));
     }
@@ -258,25 +264,23 @@ fn batched_f32(a: &Strided<'_, f32>, b: &Strided<'_, f32>, s: &MatMulShape) -> O
         }
     }
     let b_shared = b.strides[..r - 2].iter().all(|&st| st == 0);
-    if b_shared {
-        if let Some(rs) = folded_row_stride(a) {
-            // One tall (nb·m) × k product against the shared right operand.
-            return gemm_into(
-                &mut out,
-                (nb * m, n, k),
-                mat(a, a.offset, rs),
-                mat(b, b.offset, b.strides[r - 2]),
-                1.0,
-                None,
-                true,
-            )
-            .map(|_| out);
-        }
+    if b_shared && let Some(rs) = folded_row_stride(a) {
+        // One tall (nb·m) × k product against the shared right operand.
+        return gemm_into(
+            &mut out,
+            (nb * m, n, k),
+            mat(a, a.offset, rs),
+            mat(b, b.offset, b.strides[r - 2]),
+            1.0,
+            None,
+            true,
+        )
+        .map(|_| out);
     }
     let a_offs = batch_offsets(a, &s.batch);
     let b_offs = batch_offsets(b, &s.batch);
     let threads = rayon::current_num_threads();
-    let across_batch = nb > 1 && (nb >= 2 * threads || nb % threads == 0);
+    let across_batch = nb > 1 && (nb >= 2 * threads || nb.is_multiple_of(threads));
     let one = |i: usize, dst: &mut [f32], parallel: bool| {
         gemm_into(
             dst,
@@ -306,7 +310,12 @@ fn batched_i64(a: &Strided<'_, i64>, b: &Strided<'_, i64>, s: &MatMulShape) -> V
     let r = a.rank();
     let a_offs = batch_offsets(a, &s.batch);
     let b_offs = batch_offsets(b, &s.batch);
-    let (ars, acs, brs, bcs) = (a.strides[r - 2], a.strides[r - 1], b.strides[r - 2], b.strides[r - 1]);
+    let (ars, acs, brs, bcs) = (
+        a.strides[r - 2],
+        a.strides[r - 1],
+        b.strides[r - 2],
+        b.strides[r - 1],
+    );
     let mut out = vec![0i64; nb * m * n];
     for (bi, dst) in out.chunks_mut((m * n).max(1)).enumerate().take(nb) {
         for i in 0..m {
@@ -326,9 +335,18 @@ fn batched_i64(a: &Strided<'_, i64>, b: &Strided<'_, i64>, s: &MatMulShape) -> V
 
 /// Gemm: `alpha·A'·B' + beta·C` with A' and B' optionally transposed, C broadcast
 /// to the output.
-pub(crate) fn gemm_op(attrs: &GemmAttrs, a: &CpuValue, b: &CpuValue, c: Option<&CpuValue>) -> OpResult<CpuValue> {
+pub(crate) fn gemm_op(
+    attrs: &GemmAttrs,
+    a: &CpuValue,
+    b: &CpuValue,
+    c: Option<&CpuValue>,
+) -> OpResult<CpuValue> {
     if a.rank() != 2 || b.rank() != 2 {
-        bail!("A and B must be 2-D, got {} and {}", sh(a.dims()), sh(b.dims()));
+        bail!(
+            "A and B must be 2-D, got {} and {}",
+            sh(a.dims()),
+            sh(b.dims())
+        );
     }
     if a.dtype() != b.dtype() || c.is_some_and(|c| c.dtype() != a.dtype()) {
         bail!("operand types differ");
@@ -353,10 +371,13 @@ pub(crate) fn gemm_op(attrs: &GemmAttrs, a: &CpuValue, b: &CpuValue, c: Option<&
         );
     }
     let dims = [m, n];
-    if let Some(c) = c {
-        if broadcast_shapes(c.dims(), &dims).as_deref() != Some(&dims[..]) {
-            bail!("C of shape {} does not broadcast to [{m},{n}]", sh(c.dims()));
-        }
+    if let Some(c) = c
+        && broadcast_shapes(c.dims(), &dims).as_deref() != Some(&dims[..])
+    {
+        bail!(
+            "C of shape {} does not broadcast to [{m},{n}]",
+            sh(c.dims())
+        );
     }
     let dtype = a.dtype();
     fn transposed(v: Strided<'_, f32>, t: bool) -> Strided<'_, f32> {
@@ -364,7 +385,9 @@ pub(crate) fn gemm_op(attrs: &GemmAttrs, a: &CpuValue, b: &CpuValue, c: Option<&
     }
     if dtype.is_float() {
         let mut dst = match c {
-            Some(c) if attrs.beta != 0.0 => c.read_f32(|vc| Ok(map1(&dims, &vc.broadcast_to(&dims)?, |x| x)))?,
+            Some(c) if attrs.beta != 0.0 => {
+                c.read_f32(|vc| Ok(map1(&dims, &vc.broadcast_to(&dims)?, |x| x)))?
+            }
             _ => vec![0f32; m * n],
         };
         let accumulate = c.is_some() && attrs.beta != 0.0;
@@ -400,8 +423,16 @@ pub(crate) fn gemm_op(attrs: &GemmAttrs, a: &CpuValue, b: &CpuValue, c: Option<&
     }
     let prod = a.read_i64(|va| {
         b.read_i64(|vb| {
-            let va = if attrs.trans_a { va.permuted(&[1, 0]) } else { va };
-            let vb = if attrs.trans_b { vb.permuted(&[1, 0]) } else { vb };
+            let va = if attrs.trans_a {
+                va.permuted(&[1, 0])
+            } else {
+                va
+            };
+            let vb = if attrs.trans_b {
+                vb.permuted(&[1, 0])
+            } else {
+                vb
+            };
             let s = MatMulShape {
                 batch: vec![],
                 m,

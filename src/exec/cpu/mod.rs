@@ -4,6 +4,7 @@
 //! the node and op. The same dispatch serves constant folding through
 //! [`NodeEval`].
 
+mod alloc;
 mod conv;
 mod elementwise;
 mod math;
@@ -12,6 +13,7 @@ mod norm;
 mod reduce;
 mod resize;
 mod shape_ops;
+mod simd;
 mod strided;
 pub(crate) mod value;
 
@@ -38,10 +40,16 @@ impl Backend for CpuBackend {
     }
 
     fn download(&self, v: &CpuValue) -> Result<Tensor, ExecError> {
-        v.to_host().map_err(|e| ExecError::Graph(format!("cpu download: {}", e.0)))
+        v.to_host()
+            .map_err(|e| ExecError::Graph(format!("cpu download: {}", e.0)))
     }
 
-    fn run_node(&self, node: &Node, inputs: &[Option<&CpuValue>]) -> Result<Vec<CpuValue>, ExecError> {
+    fn run_node(
+        &self,
+        node: &Node,
+        inputs: &[Option<&CpuValue>],
+    ) -> Result<Vec<CpuValue>, ExecError> {
+        alloc::retain_freed_memory();
         run(node, inputs).map_err(|e| ExecError::node(node, e.0))
     }
 }
@@ -54,7 +62,10 @@ impl NodeEval for CpuBackend {
             .collect::<Result<_, _>>()?;
         let refs: Vec<Option<&CpuValue>> = values.iter().map(Option::as_ref).collect();
         let outs = self.run_node(node, &refs)?;
-        Ok(outs.iter().map(|v| self.download(v)).collect::<Result<_, _>>()?)
+        Ok(outs
+            .iter()
+            .map(|v| self.download(v))
+            .collect::<Result<_, _>>()?)
     }
 }
 
@@ -86,7 +97,12 @@ fn run(node: &Node, inputs: &[Option<&CpuValue>]) -> OpResult<Vec<CpuValue>> {
         Op::MatMul => one(matmul::matmul(a.req(0, "A")?, a.req(1, "B")?)),
         Op::Gemm(g) => one(matmul::gemm_op(g, a.req(0, "A")?, a.req(1, "B")?, a.opt(2))),
         Op::Conv(c) => one(conv::conv(c, a.req(0, "X")?, a.req(1, "W")?, a.opt(2))),
-        Op::ConvTranspose(c) => one(conv::conv_transpose(c, a.req(0, "X")?, a.req(1, "W")?, a.opt(2))),
+        Op::ConvTranspose(c) => one(conv::conv_transpose(
+            c,
+            a.req(0, "X")?,
+            a.req(1, "W")?,
+            a.opt(2),
+        )),
         Op::Binary(op) => one(elementwise::binary(*op, a.req(0, "A")?, a.req(1, "B")?)),
         Op::Unary(op) => one(elementwise::unary(*op, a.req(0, "X")?)),
         Op::Clip => one(elementwise::clip(a.req(0, "input")?, a.opt(1), a.opt(2))),
@@ -112,7 +128,11 @@ fn run(node: &Node, inputs: &[Option<&CpuValue>]) -> OpResult<Vec<CpuValue>> {
             *keepdims,
             *noop_with_empty_axes,
         )),
-        Op::Reshape { allowzero } => one(shape_ops::reshape(a.req(0, "data")?, a.req(1, "shape")?, *allowzero)),
+        Op::Reshape { allowzero } => one(shape_ops::reshape(
+            a.req(0, "data")?,
+            a.req(1, "shape")?,
+            *allowzero,
+        )),
         Op::Transpose { perm } => one(shape_ops::transpose(a.req(0, "data")?, perm.as_deref())),
         Op::Concat { axis } => {
             let xs: Vec<&CpuValue> = (0..node.num_inputs)
@@ -120,8 +140,14 @@ fn run(node: &Node, inputs: &[Option<&CpuValue>]) -> OpResult<Vec<CpuValue>> {
                 .collect::<OpResult<_>>()?;
             one(shape_ops::concat(&xs, *axis))
         }
-        Op::Split { axis, sizes } => shape_ops::split(a.req(0, "input")?, *axis, sizes.as_deref(), outputs),
-        Op::Gather { axis } => one(shape_ops::gather(a.req(0, "data")?, a.req(1, "indices")?, *axis)),
+        Op::Split { axis, sizes } => {
+            shape_ops::split(a.req(0, "input")?, *axis, sizes.as_deref(), outputs)
+        }
+        Op::Gather { axis } => one(shape_ops::gather(
+            a.req(0, "data")?,
+            a.req(1, "indices")?,
+            *axis,
+        )),
         Op::Slice => one(shape_ops::slice(
             a.req(0, "data")?,
             a.req(1, "starts")?,
@@ -140,7 +166,9 @@ fn run(node: &Node, inputs: &[Option<&CpuValue>]) -> OpResult<Vec<CpuValue>> {
             a.req(2, "Y")?,
         )),
         Op::Expand => one(shape_ops::expand(a.req(0, "input")?, a.req(1, "shape")?)),
-        Op::ConstantOfShape { value } => one(shape_ops::constant_of_shape(a.req(0, "input")?, value)),
+        Op::ConstantOfShape { value } => {
+            one(shape_ops::constant_of_shape(a.req(0, "input")?, value))
+        }
         Op::Identity => one(Ok(a.req(0, "input")?.clone())),
         Op::Range => one(shape_ops::range(
             a.req(0, "start")?,
@@ -160,7 +188,13 @@ fn run(node: &Node, inputs: &[Option<&CpuValue>]) -> OpResult<Vec<CpuValue>> {
                 *epsilon,
             ))
         }
-        Op::Resize(r) => one(resize::resize(r, a.req(0, "X")?, a.opt(1), a.opt(2), a.opt(3))),
+        Op::Resize(r) => one(resize::resize(
+            r,
+            a.req(0, "X")?,
+            a.opt(1),
+            a.opt(2),
+            a.opt(3),
+        )),
     }
 }
 

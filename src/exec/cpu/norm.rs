@@ -7,58 +7,52 @@ use rayon::prelude::*;
 
 use crate::ir::{DType, GeluApprox};
 
-use super::math;
+use super::math::{self, max, sum, sum_sq_dev};
+use super::simd::multiversion;
 use super::strided::{PAR_MIN_ELEMS, for_rows, map1};
 use super::value::{CpuValue, OpResult, bail, sh};
 use super::{axis_index, permute_value};
 
-/// Sum with eight independent accumulators, so the loop vectorises.
-#[inline]
-fn sum(xs: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let chunks = xs.chunks_exact(8);
-    let rest = chunks.remainder();
-    for c in chunks {
-        for i in 0..8 {
-            acc[i] += c[i];
+multiversion! {
+    /// One row of softmax: `out = exp(x − max x) / Σ exp(x − max x)`.
+    fn softmax_row<>(x: &[f32], out: &mut [f32]) where [] {
+        let m = max(x);
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = math::exp(v - m);
+        }
+        let inv = 1.0 / sum(out);
+        for o in out.iter_mut() {
+            *o *= inv;
         }
     }
-    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-    for &x in rest {
-        s += x;
-    }
-    s
 }
 
-/// Maximum that propagates NaN, with eight lanes as in [`sum`].
-#[inline]
-fn max(xs: &[f32]) -> f32 {
-    let mut acc = [f32::NEG_INFINITY; 8];
-    let chunks = xs.chunks_exact(8);
-    let rest = chunks.remainder();
-    let mut nan = false;
-    for c in chunks {
-        for i in 0..8 {
-            nan |= c[i].is_nan();
-            acc[i] = if c[i] > acc[i] { c[i] } else { acc[i] };
+multiversion! {
+    /// One row of LayerNormalization: `y = (x − mean)·inv·gamma + beta`; returns
+    /// (mean, inv) with inv = 1/√(variance + epsilon).
+    fn layer_norm_row<>(
+        x: &[f32],
+        y: &mut [f32],
+        gamma: &[f32],
+        beta: Option<&[f32]>,
+        epsilon: f32,
+    ) -> (f32, f32) where [] {
+        let len = x.len() as f32;
+        let mean = sum(x) / len;
+        let inv = 1.0 / (sum_sq_dev(x, mean) / len + epsilon).sqrt();
+        match beta {
+            Some(bv) => {
+                for (((o, &a), &g), &b) in y.iter_mut().zip(x).zip(gamma).zip(bv) {
+                    *o = (a - mean) * inv * g + b;
+                }
+            }
+            None => {
+                for ((o, &a), &g) in y.iter_mut().zip(x).zip(gamma) {
+                    *o = (a - mean) * inv * g;
+                }
+            }
         }
-    }
-    let mut m = acc.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    for &x in rest {
-        nan |= x.is_nan();
-        m = if x > m { x } else { m };
-    }
-    if nan { f32::NAN } else { m }
-}
-
-fn softmax_row(x: &[f32], out: &mut [f32]) {
-    let m = max(x);
-    for (o, &v) in out.iter_mut().zip(x) {
-        *o = math::exp(v - m);
-    }
-    let inv = 1.0 / sum(out);
-    for o in out.iter_mut() {
-        *o *= inv;
+        (mean, inv)
     }
 }
 
@@ -89,12 +83,19 @@ pub(crate) fn softmax(x: &CpuValue, axis: i64) -> OpResult<CpuValue> {
 /// The elements of a per-feature parameter broadcast to the normalised shape.
 fn feature_vector(p: &CpuValue, dims: &[usize], what: &str) -> OpResult<Vec<f32>> {
     p.read_f32(|v| {
-        let b = v
-            .broadcast_to(dims)
-            .map_err(|_| super::value::OpError(format!("{what} of shape {} does not fit {}", sh(p.dims()), sh(dims))))?;
+        let b = v.broadcast_to(dims).map_err(|_| {
+            super::value::OpError(format!(
+                "{what} of shape {} does not fit {}",
+                sh(p.dims()),
+                sh(dims)
+            ))
+        })?;
         Ok(map1(dims, &b, |x| x))
     })
 }
+
+/// One input row, its output row and its (mean, inverse std) slot.
+type RowAndStats<'a> = (&'a [f32], (&'a mut [f32], &'a mut (f32, f32)));
 
 /// LayerNormalization; returns `y` and, when asked for, the mean and inverse
 /// standard deviation (f32, normalised axes kept as size 1).
@@ -123,26 +124,8 @@ pub(crate) fn layer_norm(
         if len == 0 {
             return Ok(out);
         }
-        let row = |(xr, (yr, st)): (&[f32], (&mut [f32], &mut (f32, f32)))| {
-            let mean = sum(xr) / len as f32;
-            let mut var = 0f32;
-            for &a in xr {
-                var += (a - mean) * (a - mean);
-            }
-            let inv = 1.0 / (var / len as f32 + epsilon).sqrt();
-            match &beta {
-                Some(bv) => {
-                    for (((o, &a), &g), &b) in yr.iter_mut().zip(xr).zip(&gamma).zip(bv) {
-                        *o = (a - mean) * inv * g + b;
-                    }
-                }
-                None => {
-                    for ((o, &a), &g) in yr.iter_mut().zip(xr).zip(&gamma) {
-                        *o = (a - mean) * inv * g;
-                    }
-                }
-            }
-            *st = (mean, inv);
+        let row = |(xr, (yr, st)): RowAndStats<'_>| {
+            *st = layer_norm_row(xr, yr, &gamma, beta.as_deref(), epsilon);
         };
         if data.len() >= PAR_MIN_ELEMS {
             let min_rows = (PAR_MIN_ELEMS / 4 / len).max(1);
@@ -215,9 +198,15 @@ pub(crate) fn batch_norm(
             }
         };
         if data.len() >= PAR_MIN_ELEMS {
-            out.par_chunks_mut(inner).zip(data.par_chunks(inner)).enumerate().for_each(plane);
+            out.par_chunks_mut(inner)
+                .zip(data.par_chunks(inner))
+                .enumerate()
+                .for_each(plane);
         } else {
-            out.chunks_mut(inner).zip(data.chunks(inner)).enumerate().for_each(plane);
+            out.chunks_mut(inner)
+                .zip(data.chunks(inner))
+                .enumerate()
+                .for_each(plane);
         }
         Ok(out)
     })?;

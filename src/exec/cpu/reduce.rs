@@ -5,6 +5,7 @@
 use crate::ir::ReduceOp;
 
 use super::axis_index;
+use super::math::{max, sum};
 use super::strided::for_rows;
 use super::value::{CpuValue, OpResult, bail};
 
@@ -47,15 +48,13 @@ pub(crate) fn reduce(
             let data = v.permuted(&perm).to_contiguous();
             let mut out = vec![0f32; rows];
             match op {
-                ReduceOp::Sum => for_rows(&data, len, &mut out, 1, |row, o| o[0] = row.iter().sum()),
+                ReduceOp::Sum => {
+                    for_rows(&data, len, &mut out, 1, |row, o| o[0] = row.iter().sum())
+                }
                 ReduceOp::Mean => for_rows(&data, len, &mut out, 1, |row, o| {
-                    o[0] = row.iter().sum::<f32>() / len as f32
+                    o[0] = sum(row) / len as f32
                 }),
-                ReduceOp::Max => for_rows(&data, len, &mut out, 1, |row, o| {
-                    o[0] = row.iter().fold(f32::NEG_INFINITY, |m, &a| {
-                        if a.is_nan() || m.is_nan() { f32::NAN } else { m.max(a) }
-                    })
-                }),
+                ReduceOp::Max => for_rows(&data, len, &mut out, 1, |row, o| o[0] = max(row)),
             }
             Ok(out)
         })?;
@@ -79,6 +78,17 @@ pub(crate) fn reduce(
             Ok(out)
         })?;
         CpuValue::from_i64(out, &out_dims, dtype)
+    } else if op == ReduceOp::Max {
+        // The maximum of bools is their disjunction; of none, false.
+        let out = x.read_bool(|v| {
+            let data = v.permuted(&perm).to_contiguous();
+            let mut out = vec![0u8; rows];
+            for_rows(&data, len, &mut out, 1, |row, o| {
+                o[0] = u8::from(row.iter().any(|&b| b != 0))
+            });
+            Ok(out)
+        })?;
+        CpuValue::from_bool(out, &out_dims)
     } else {
         bail!("not defined on {dtype}")
     }

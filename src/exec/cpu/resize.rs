@@ -9,9 +9,12 @@ use rayon::prelude::*;
 
 use crate::ir::{AspectPolicy, CoordTransform, NearestMode, ResizeAttrs, ResizeMode};
 
+use super::axis_index;
 use super::strided::PAR_MIN_ELEMS;
 use super::value::{CpuValue, OpResult, bail, with_storage_type};
-use super::axis_index;
+
+/// Largest output, in elements, that sizes or scales from tensor data may ask for.
+const MAX_OUTPUT_ELEMS: usize = 1 << 34;
 
 /// How one axis is resized.
 #[derive(Clone, Debug, PartialEq)]
@@ -43,7 +46,13 @@ pub(crate) fn resize(
     scales: Option<&CpuValue>,
     sizes: Option<&CpuValue>,
 ) -> OpResult<CpuValue> {
-    let plans = plan_axes(attrs, x.dims(), present(roi), present(scales), present(sizes))?;
+    let plans = plan_axes(
+        attrs,
+        x.dims(),
+        present(roi),
+        present(scales),
+        present(sizes),
+    )?;
     let mut dims = x.dims().to_vec();
     let dtype = x.dtype();
     if attrs.mode == ResizeMode::Nearest {
@@ -58,7 +67,10 @@ pub(crate) fn resize(
         });
     }
     if !dtype.is_float() {
-        bail!("{:?} interpolation needs a float input, got {dtype}", attrs.mode);
+        bail!(
+            "{:?} interpolation needs a float input, got {dtype}",
+            attrs.mode
+        );
     }
     let mut data: Vec<f32> = x.read_f32(|v| Ok(v.to_contiguous().into_owned()))?;
     for p in &plans {
@@ -80,7 +92,10 @@ fn plan_axes(
     let r = input.len();
     let axes: Vec<usize> = match &attrs.axes {
         Some(a) => {
-            let v: Vec<usize> = a.iter().map(|&a| axis_index(a, r)).collect::<OpResult<_>>()?;
+            let v: Vec<usize> = a
+                .iter()
+                .map(|&a| axis_index(a, r))
+                .collect::<OpResult<_>>()?;
             let mut seen = vec![false; r];
             if v.iter().any(|&a| std::mem::replace(&mut seen[a], true)) {
                 bail!("axes {a:?} repeat an axis");
@@ -110,7 +125,7 @@ fn plan_axes(
             if s.len() != na {
                 bail!("{} scales for {na} axes", s.len());
             }
-            if s.iter().any(|&v| !(v > 0.0) || !v.is_finite()) {
+            if s.iter().any(|&v| v.is_nan() || v <= 0.0 || v.is_infinite()) {
                 bail!("scales {s:?} must be positive");
             }
             let out = axes
@@ -149,10 +164,16 @@ fn plan_axes(
             let out: Vec<usize> = match attrs.aspect {
                 AspectPolicy::Stretch => z.iter().map(|&v| v as usize).collect(),
                 policy => {
-                    let pick = if policy == AspectPolicy::NotLarger { f64::min } else { f64::max };
+                    let pick = if policy == AspectPolicy::NotLarger {
+                        f64::min
+                    } else {
+                        f64::max
+                    };
                     let k = s.iter().copied().reduce(pick).unwrap_or(1.0);
                     s.iter_mut().for_each(|v| *v = k);
-                    axes.iter().map(|&a| (k * input[a] as f64 + 0.5).floor() as usize).collect()
+                    axes.iter()
+                        .map(|&a| (k * input[a] as f64 + 0.5).floor() as usize)
+                        .collect()
                 }
             };
             (s, out)
@@ -170,6 +191,14 @@ fn plan_axes(
                 roi: crop[i],
             });
         }
+    }
+    let mut total: usize = 1;
+    for (i, &d) in input.iter().enumerate() {
+        let o = plans.iter().find(|p| p.axis == i).map_or(d, |p| p.out_len);
+        total = match total.checked_mul(o) {
+            Some(t) if t <= MAX_OUTPUT_ELEMS => t,
+            _ => bail!("the resized tensor would be too large"),
+        };
     }
     Ok(plans)
 }
@@ -200,6 +229,7 @@ fn source_coord(coord: CoordTransform, p: &AxisPlan, in_len: usize, y: usize) ->
             }
         }
         CoordTransform::Asymmetric => (y / s, false),
+        CoordTransform::TfHalfPixelForNn => ((y + 0.5) / s, false),
         CoordTransform::TfCropAndResize => {
             let (c0, c1) = p.roi;
             let x = if p.out_len > 1 {
@@ -213,7 +243,7 @@ fn source_coord(coord: CoordTransform, p: &AxisPlan, in_len: usize, y: usize) ->
 }
 
 fn clamp_index(i: i64, len: usize) -> usize {
-    i.clamp(0, len as i64 - 1).max(0) as usize
+    i.min(len as i64 - 1).max(0) as usize
 }
 
 fn nearest_taps(attrs: &ResizeAttrs, p: &AxisPlan, in_len: usize) -> Taps {
@@ -227,8 +257,20 @@ fn nearest_taps(attrs: &ResizeAttrs, p: &AxisPlan, in_len: usize) -> Taps {
             fl
         } else {
             match attrs.nearest {
-                NearestMode::RoundPreferFloor => if frac <= 0.5 { fl } else { fl + 1.0 },
-                NearestMode::RoundPreferCeil => if frac < 0.5 { fl } else { fl + 1.0 },
+                NearestMode::RoundPreferFloor => {
+                    if frac <= 0.5 {
+                        fl
+                    } else {
+                        fl + 1.0
+                    }
+                }
+                NearestMode::RoundPreferCeil => {
+                    if frac < 0.5 {
+                        fl
+                    } else {
+                        fl + 1.0
+                    }
+                }
                 NearestMode::Floor => fl,
                 NearestMode::Ceil => fl + 1.0,
             }
@@ -264,9 +306,15 @@ fn interp_weights(attrs: &ResizeAttrs, ratio: f64, scale: f64) -> (i64, Vec<f64>
     let s = if aa { scale } else { 1.0 };
     match attrs.mode {
         ResizeMode::Cubic => {
-            let first = if aa { (-2.0 / s).floor() as i64 + 1 } else { -1 };
+            let first = if aa {
+                (-2.0 / s).floor() as i64 + 1
+            } else {
+                -1
+            };
             let last = 2 - first;
-            let w: Vec<f64> = (first..last).map(|i| cubic_kernel(s * (i as f64 - ratio), a)).collect();
+            let w: Vec<f64> = (first..last)
+                .map(|i| cubic_kernel(s * (i as f64 - ratio), a))
+                .collect();
             (first, normalise(w, aa))
         }
         _ => {
@@ -301,7 +349,11 @@ fn interp_taps(attrs: &ResizeAttrs, p: &AxisPlan, in_len: usize) -> Taps {
         let (x, out) = source_coord(attrs.coord, p, in_len, y);
         let fl = x.floor();
         // An exact grid point counts as ratio 1 past the point to its left.
-        let (left, ratio) = if x == fl { (fl as i64 - 1, 1.0) } else { (fl as i64, x - fl) };
+        let (left, ratio) = if x == fl {
+            (fl as i64 - 1, 1.0)
+        } else {
+            (fl as i64, x - fl)
+        };
         let (first, mut w) = interp_weights(attrs, ratio, p.scale);
         let idx: Vec<i64> = (0..w.len() as i64).map(|i| left + first + i).collect();
         if attrs.exclude_outside {
@@ -331,7 +383,12 @@ fn around(dims: &[usize], axis: usize) -> (usize, usize, usize) {
     )
 }
 
-fn apply_nearest<T: Copy + Default + Send + Sync>(data: &[T], dims: &[usize], axis: usize, taps: &Taps) -> Vec<T> {
+fn apply_nearest<T: Copy + Default + Send + Sync>(
+    data: &[T],
+    dims: &[usize],
+    axis: usize,
+    taps: &Taps,
+) -> Vec<T> {
     let (outer, in_len, inner) = around(dims, axis);
     let out_len = taps.idx.len();
     let mut out = vec![T::default(); outer * out_len * inner];
@@ -346,7 +403,13 @@ fn apply_nearest<T: Copy + Default + Send + Sync>(data: &[T], dims: &[usize], ax
     out
 }
 
-fn apply_weighted(data: &[f32], dims: &[usize], axis: usize, taps: &Taps, extrapolation: f32) -> Vec<f32> {
+fn apply_weighted(
+    data: &[f32],
+    dims: &[usize],
+    axis: usize,
+    taps: &Taps,
+    extrapolation: f32,
+) -> Vec<f32> {
     let (outer, in_len, inner) = around(dims, axis);
     let out_len = taps.outside.len();
     let mut out = vec![0f32; outer * out_len * inner];
@@ -371,9 +434,13 @@ fn apply_weighted(data: &[f32], dims: &[usize], axis: usize, taps: &Taps, extrap
         }
     };
     if out.len() >= PAR_MIN_ELEMS {
-        out.par_chunks_mut(inner).enumerate().for_each(|(r, d)| line(r, d));
+        out.par_chunks_mut(inner)
+            .enumerate()
+            .for_each(|(r, d)| line(r, d));
     } else {
-        out.chunks_mut(inner).enumerate().for_each(|(r, d)| line(r, d));
+        out.chunks_mut(inner)
+            .enumerate()
+            .for_each(|(r, d)| line(r, d));
     }
     out
 }

@@ -62,7 +62,11 @@ fn reshape_dims(input: &[usize], spec: &[i64], allowzero: bool) -> OpResult<Vec<
             }
             0 if !allowzero => match input.get(i) {
                 Some(&d) => d,
-                None => bail!("shape {} copies dim {i} of an input of rank {}", sh(spec), input.len()),
+                None => bail!(
+                    "shape {} copies dim {i} of an input of rank {}",
+                    sh(spec),
+                    input.len()
+                ),
             },
             s if s < 0 => bail!("shape {} has a negative size", sh(spec)),
             s => s as usize,
@@ -70,14 +74,22 @@ fn reshape_dims(input: &[usize], spec: &[i64], allowzero: bool) -> OpResult<Vec<
         dims.push(d);
     }
     if let Some(i) = infer {
-        let known: usize = dims.iter().enumerate().filter(|&(j, _)| j != i).map(|(_, &d)| d).product();
-        if known == 0 || numel % known != 0 {
+        let known = dims
+            .iter()
+            .enumerate()
+            .filter(|&(j, _)| j != i)
+            .try_fold(1usize, |acc, (_, &d)| acc.checked_mul(d));
+        let Some(known) = known.filter(|&k| k != 0 && numel.is_multiple_of(k)) else {
             bail!("cannot reshape {} to {}", sh(input), sh(spec));
-        }
+        };
         dims[i] = numel / known;
     }
-    if dims.iter().product::<usize>() != numel {
-        bail!("cannot reshape {} ({numel} elements) to {}", sh(input), sh(spec));
+    if dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)) != Some(numel) {
+        bail!(
+            "cannot reshape {} ({numel} elements) to {}",
+            sh(input),
+            sh(spec)
+        );
     }
     Ok(dims)
 }
@@ -89,7 +101,11 @@ pub(crate) fn transpose(x: &CpuValue, perm: Option<&[usize]>) -> OpResult<CpuVal
         None => (0..r).rev().collect(),
     };
     let mut seen = vec![false; r];
-    if perm.len() != r || perm.iter().any(|&p| p >= r || std::mem::replace(&mut seen[p], true)) {
+    if perm.len() != r
+        || perm
+            .iter()
+            .any(|&p| p >= r || std::mem::replace(&mut seen[p], true))
+    {
         bail!("perm {perm:?} is not a permutation of {r} axes");
     }
     permute_value(x, &perm)
@@ -110,7 +126,11 @@ pub(crate) fn concat(xs: &[&CpuValue], axis: i64) -> OpResult<CpuValue> {
         }
         let same = x.rank() == r && (0..r).all(|i| i == ax || x.dims()[i] == first.dims()[i]);
         if !same {
-            bail!("cannot concatenate {} with {} on axis {ax}", sh(first.dims()), sh(x.dims()));
+            bail!(
+                "cannot concatenate {} with {} on axis {ax}",
+                sh(first.dims()),
+                sh(x.dims())
+            );
         }
         dims[ax] += x.dims()[ax];
     }
@@ -137,7 +157,12 @@ pub(crate) fn concat(xs: &[&CpuValue], axis: i64) -> OpResult<CpuValue> {
     })
 }
 
-pub(crate) fn split(x: &CpuValue, axis: i64, sizes: Option<&[usize]>, outputs: usize) -> OpResult<Vec<CpuValue>> {
+pub(crate) fn split(
+    x: &CpuValue,
+    axis: i64,
+    sizes: Option<&[usize]>,
+    outputs: usize,
+) -> OpResult<Vec<CpuValue>> {
     let ax = axis_index(axis, x.rank())?;
     let d = x.dims()[ax];
     let sizes: Vec<usize> = match sizes {
@@ -162,7 +187,7 @@ pub(crate) fn split(x: &CpuValue, axis: i64, sizes: Option<&[usize]>, outputs: u
                 .collect()
         }
     };
-    if sizes.iter().sum::<usize>() != d {
+    if sizes.iter().try_fold(0usize, |acc, &s| acc.checked_add(s)) != Some(d) {
         bail!("split sizes {sizes:?} do not add up to dim {d} of axis {ax}");
     }
     let mut start = 0;
@@ -322,7 +347,10 @@ pub(crate) fn slice(
 pub(crate) fn squeeze(x: &CpuValue, axes: Option<&[i64]>) -> OpResult<CpuValue> {
     let r = x.rank();
     let mut remove: Vec<usize> = match axes {
-        Some(a) => a.iter().map(|&a| axis_index(a, r)).collect::<OpResult<_>>()?,
+        Some(a) => a
+            .iter()
+            .map(|&a| axis_index(a, r))
+            .collect::<OpResult<_>>()?,
         None => (0..r).filter(|&i| x.dims()[i] == 1).collect(),
     };
     remove.sort_unstable();
@@ -330,7 +358,11 @@ pub(crate) fn squeeze(x: &CpuValue, axes: Option<&[i64]>) -> OpResult<CpuValue> 
     let mut t = x.tensor().clone();
     for &ax in remove.iter().rev() {
         if x.dims()[ax] != 1 {
-            bail!("cannot squeeze axis {ax} of size {} in {}", x.dims()[ax], sh(x.dims()));
+            bail!(
+                "cannot squeeze axis {ax} of size {} in {}",
+                x.dims()[ax],
+                sh(x.dims())
+            );
         }
         t = t.squeeze(ax)?;
     }
@@ -339,7 +371,10 @@ pub(crate) fn squeeze(x: &CpuValue, axes: Option<&[i64]>) -> OpResult<CpuValue> 
 
 pub(crate) fn unsqueeze(x: &CpuValue, axes: &[i64]) -> OpResult<CpuValue> {
     let out_rank = x.rank() + axes.len();
-    let mut pos: Vec<usize> = axes.iter().map(|&a| axis_index(a, out_rank)).collect::<OpResult<_>>()?;
+    let mut pos: Vec<usize> = axes
+        .iter()
+        .map(|&a| axis_index(a, out_rank))
+        .collect::<OpResult<_>>()?;
     pos.sort_unstable();
     if pos.windows(2).any(|w| w[0] == w[1]) {
         bail!("axes {axes:?} repeat an axis");
@@ -423,7 +458,11 @@ pub(crate) fn range(start: &CpuValue, limit: &CpuValue, delta: &CpuValue) -> OpR
         }
     }
     if dtype.is_int() {
-        let (s, l, d) = (start.to_i64_vec()?[0], limit.to_i64_vec()?[0], delta.to_i64_vec()?[0]);
+        let (s, l, d) = (
+            start.to_i64_vec()?[0],
+            limit.to_i64_vec()?[0],
+            delta.to_i64_vec()?[0],
+        );
         if d == 0 {
             bail!("delta cannot be 0");
         }
@@ -437,13 +476,19 @@ pub(crate) fn range(start: &CpuValue, limit: &CpuValue, delta: &CpuValue) -> OpR
         };
         let n = usize::try_from(n).map_err(|_| OpError("range is too long".into()))?;
         checked_numel(&[n])?;
-        let out: Vec<i64> = (0..n).map(|i| s.wrapping_add((i as i64).wrapping_mul(d))).collect();
+        let out: Vec<i64> = (0..n)
+            .map(|i| s.wrapping_add((i as i64).wrapping_mul(d)))
+            .collect();
         return CpuValue::from_i64(out, &[n], dtype);
     }
     if !dtype.is_float() {
         bail!("not defined on {dtype}");
     }
-    let (s, l, d) = (start.to_f64_vec()?[0], limit.to_f64_vec()?[0], delta.to_f64_vec()?[0]);
+    let (s, l, d) = (
+        start.to_f64_vec()?[0],
+        limit.to_f64_vec()?[0],
+        delta.to_f64_vec()?[0],
+    );
     if d == 0.0 || !d.is_finite() || !s.is_finite() || !l.is_finite() {
         bail!("start {s}, limit {l} and delta {d} do not define a range");
     }
@@ -462,7 +507,10 @@ mod tests {
 
     #[test]
     fn reshape_dims_follow_onnx_rules() {
-        assert_eq!(reshape_dims(&[2, 3, 4], &[0, -1], false).unwrap(), vec![2, 12]);
+        assert_eq!(
+            reshape_dims(&[2, 3, 4], &[0, -1], false).unwrap(),
+            vec![2, 12]
+        );
         assert_eq!(reshape_dims(&[2, 3, 4], &[-1], false).unwrap(), vec![24]);
         assert_eq!(reshape_dims(&[0, 3], &[0, 3], true).unwrap(), vec![0, 3]);
         assert!(reshape_dims(&[2, 3], &[-1, -1], false).is_err());
@@ -475,7 +523,10 @@ mod tests {
         let a = |start, len, step| SliceAxis { start, step, len };
         assert_eq!(slice_axis(10, 0, 3, 1).unwrap(), a(0, 3, 1));
         assert_eq!(slice_axis(10, -3, i64::MAX, 1).unwrap(), a(7, 3, 1));
-        assert_eq!(slice_axis(10, i64::MAX, i64::MIN, -1).unwrap(), a(9, 10, -1));
+        assert_eq!(
+            slice_axis(10, i64::MAX, i64::MIN, -1).unwrap(),
+            a(9, 10, -1)
+        );
         assert_eq!(slice_axis(10, 8, 1, -3).unwrap(), a(8, 3, -3));
         assert_eq!(slice_axis(10, 20, 30, 1).unwrap(), a(10, 0, 1));
         assert_eq!(slice_axis(10, 1, 10, 4).unwrap(), a(1, 3, 4));

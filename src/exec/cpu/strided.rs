@@ -6,7 +6,11 @@
 //! that rayon processes in parallel. Every view is bounds-checked when it is built,
 //! so the loops cannot read outside their buffer.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
+
+use super::simd;
 
 use super::value::{OpError, OpResult, sh};
 
@@ -26,7 +30,12 @@ pub(crate) struct Strided<'a, T> {
 
 impl<'a, T: Copy> Strided<'a, T> {
     /// A view after checking that every element it names lies inside `data`.
-    pub fn new(data: &'a [T], offset: isize, dims: Vec<usize>, strides: Vec<isize>) -> OpResult<Self> {
+    pub fn new(
+        data: &'a [T],
+        offset: isize,
+        dims: Vec<usize>,
+        strides: Vec<isize>,
+    ) -> OpResult<Self> {
         if dims.len() != strides.len() {
             return Err(OpError(format!(
                 "view of rank {} given {} strides",
@@ -99,7 +108,11 @@ impl<'a, T: Copy> Strided<'a, T> {
     /// axes get stride 0).
     pub fn broadcast_to(&self, dims: &[usize]) -> OpResult<Strided<'a, T>> {
         if dims.len() < self.rank() {
-            return Err(OpError(format!("cannot broadcast {} to {}", sh(&self.dims), sh(dims))));
+            return Err(OpError(format!(
+                "cannot broadcast {} to {}",
+                sh(&self.dims),
+                sh(dims)
+            )));
         }
         let lead = dims.len() - self.rank();
         let mut strides = vec![0isize; dims.len()];
@@ -110,7 +123,11 @@ impl<'a, T: Copy> Strided<'a, T> {
             } else if d == 1 {
                 strides[lead + i] = 0;
             } else {
-                return Err(OpError(format!("cannot broadcast {} to {}", sh(&self.dims), sh(dims))));
+                return Err(OpError(format!(
+                    "cannot broadcast {} to {}",
+                    sh(&self.dims),
+                    sh(dims)
+                )));
             }
         }
         Ok(Strided {
@@ -134,7 +151,7 @@ impl<'a, T: Copy> Strided<'a, T> {
     /// The elements in row-major order, copied only when the view is not contiguous.
     pub fn to_contiguous(&self) -> std::borrow::Cow<'a, [T]>
     where
-        T: Send + Sync + Default,
+        T: Send + Sync,
     {
         match self.as_slice() {
             Some(s) => std::borrow::Cow::Borrowed(s),
@@ -148,8 +165,16 @@ pub(crate) fn broadcast_shapes(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
     let r = a.len().max(b.len());
     let mut out = vec![0; r];
     for i in 0..r {
-        let da = if i + a.len() >= r { a[i + a.len() - r] } else { 1 };
-        let db = if i + b.len() >= r { b[i + b.len() - r] } else { 1 };
+        let da = if i + a.len() >= r {
+            a[i + a.len() - r]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= r {
+            b[i + b.len() - r]
+        } else {
+            1
+        };
         out[i] = if da == db || db == 1 {
             da
         } else if da == 1 {
@@ -232,9 +257,14 @@ impl<const N: usize> Walker<N> {
     /// Calls `kernel(offsets, out_segment)` for stretches of the output that lie
     /// within one row, in parallel when the output is large. `offsets` are those of
     /// the segment's first element; consecutive elements advance by `inner_strides`.
-    pub fn for_segments<R: Send>(&self, out: &mut [R], kernel: impl Fn([isize; N], &mut [R]) + Sync) {
+    /// The segments tile `out` exactly: every element is handed out once.
+    pub fn for_segments<R: Send>(
+        &self,
+        out: &mut [MaybeUninit<R>],
+        kernel: impl Fn([isize; N], &mut [MaybeUninit<R>]) + Sync,
+    ) {
         let inner = self.inner.max(1);
-        let run = |start: usize, chunk: &mut [R]| {
+        let run = |start: usize, chunk: &mut [MaybeUninit<R>]| {
             let mut done = 0;
             while done < chunk.len() {
                 let pos = start + done;
@@ -258,83 +288,91 @@ impl<const N: usize> Walker<N> {
     }
 }
 
+/// A vector of `n` elements produced by a walker kernel that writes each element
+/// exactly once; no time is spent zeroing memory that is overwritten anyway.
+fn filled<R: Send, const N: usize>(
+    n: usize,
+    w: &Walker<N>,
+    kernel: impl Fn([isize; N], &mut [MaybeUninit<R>]) + Sync,
+) -> Vec<R> {
+    let mut v: Vec<R> = Vec::with_capacity(n);
+    w.for_segments(&mut v.spare_capacity_mut()[..n], kernel);
+    // SAFETY: `for_segments` hands every one of the n elements to `kernel` exactly
+    // once, and each kernel below writes every element of its segment.
+    unsafe { v.set_len(n) };
+    v
+}
+
 /// `f` applied to every element of `a` (already shaped `dims`), row-major out.
 pub(crate) fn map1<A, R>(dims: &[usize], a: &Strided<A>, f: impl Fn(A) -> R + Sync) -> Vec<R>
 where
     A: Copy + Sync,
-    R: Copy + Send + Default,
+    R: Copy + Send,
 {
     let n: usize = dims.iter().product();
-    let mut out = vec![R::default(); n];
     if n == 0 {
-        return out;
+        return Vec::new();
     }
     let w = Walker::new(dims, [&a.strides], [a.offset]);
     let [sa] = w.inner_strides;
-    w.for_segments(&mut out, |[oa], seg| {
-        let oa = oa as usize;
+    filled(n, &w, |[oa], seg| {
         let len = seg.len();
         if sa == 1 {
-            for (o, &x) in seg.iter_mut().zip(&a.data[oa..oa + len]) {
-                *o = f(x);
-            }
+            let oa = oa as usize;
+            simd::map_slice(seg, &a.data[oa..oa + len], &f);
         } else if sa == 0 {
-            let y = f(a.data[oa]);
-            seg.fill(y);
+            let y = f(a.data[oa as usize]);
+            seg.iter_mut().for_each(|o| {
+                o.write(y);
+            });
         } else {
             for (i, o) in seg.iter_mut().enumerate() {
-                *o = f(a.data[(oa as isize + i as isize * sa) as usize]);
+                o.write(f(a.data[(oa + i as isize * sa) as usize]));
             }
         }
-    });
-    out
+    })
 }
 
 /// `f` applied elementwise to `a` and `b` (both already broadcast to `dims`).
-pub(crate) fn map2<A, B, R>(dims: &[usize], a: &Strided<A>, b: &Strided<B>, f: impl Fn(A, B) -> R + Sync) -> Vec<R>
+pub(crate) fn map2<A, B, R>(
+    dims: &[usize],
+    a: &Strided<A>,
+    b: &Strided<B>,
+    f: impl Fn(A, B) -> R + Sync,
+) -> Vec<R>
 where
     A: Copy + Sync,
     B: Copy + Sync,
-    R: Copy + Send + Default,
+    R: Copy + Send,
 {
     let n: usize = dims.iter().product();
-    let mut out = vec![R::default(); n];
     if n == 0 {
-        return out;
+        return Vec::new();
     }
     let w = Walker::new(dims, [&a.strides, &b.strides], [a.offset, b.offset]);
     let [sa, sb] = w.inner_strides;
-    w.for_segments(&mut out, |[oa, ob], seg| {
+    filled(n, &w, |[oa, ob], seg| {
         let (ua, ub) = (oa as usize, ob as usize);
         let len = seg.len();
         match (sa, sb) {
-            (1, 1) => {
-                for ((o, &x), &y) in seg.iter_mut().zip(&a.data[ua..ua + len]).zip(&b.data[ub..ub + len]) {
-                    *o = f(x, y);
-                }
-            }
+            (1, 1) => simd::zip_slices(seg, &a.data[ua..ua + len], &b.data[ub..ub + len], &f),
             (1, 0) => {
                 let y = b.data[ub];
-                for (o, &x) in seg.iter_mut().zip(&a.data[ua..ua + len]) {
-                    *o = f(x, y);
-                }
+                simd::map_slice(seg, &a.data[ua..ua + len], &|x| f(x, y));
             }
             (0, 1) => {
                 let x = a.data[ua];
-                for (o, &y) in seg.iter_mut().zip(&b.data[ub..ub + len]) {
-                    *o = f(x, y);
-                }
+                simd::map_slice(seg, &b.data[ub..ub + len], &|y| f(x, y));
             }
             _ => {
                 for (i, o) in seg.iter_mut().enumerate() {
                     let x = a.data[(oa + i as isize * sa) as usize];
                     let y = b.data[(ob + i as isize * sb) as usize];
-                    *o = f(x, y);
+                    o.write(f(x, y));
                 }
             }
         }
-    });
-    out
+    })
 }
 
 /// `f` applied elementwise to three views already broadcast to `dims`.
@@ -349,12 +387,11 @@ where
     A: Copy + Sync,
     B: Copy + Sync,
     C: Copy + Sync,
-    R: Copy + Send + Default,
+    R: Copy + Send,
 {
     let n: usize = dims.iter().product();
-    let mut out = vec![R::default(); n];
     if n == 0 {
-        return out;
+        return Vec::new();
     }
     let w = Walker::new(
         dims,
@@ -362,17 +399,16 @@ where
         [a.offset, b.offset, c.offset],
     );
     let [sa, sb, sc] = w.inner_strides;
-    w.for_segments(&mut out, |[oa, ob, oc], seg| {
+    filled(n, &w, |[oa, ob, oc], seg| {
         for (i, o) in seg.iter_mut().enumerate() {
             let i = i as isize;
-            *o = f(
+            o.write(f(
                 a.data[(oa + i * sa) as usize],
                 b.data[(ob + i * sb) as usize],
                 c.data[(oc + i * sc) as usize],
-            );
+            ));
         }
-    });
-    out
+    })
 }
 
 /// Applies `f` to each row: `data` holds rows of `in_len` elements and `out` the
@@ -409,5 +445,75 @@ pub(crate) fn for_rows<T: Sync, R: Send>(
         for (r, orow) in out.chunks_mut(out_len).enumerate() {
             f(row(r), orow);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Element `idx` of a view by the definition offset + Σ index·stride.
+    fn at<T: Copy>(v: &Strided<T>, idx: &[usize]) -> T {
+        let off: isize = v.offset
+            + idx
+                .iter()
+                .zip(&v.strides)
+                .map(|(&i, &s)| i as isize * s)
+                .sum::<isize>();
+        v.data[off as usize]
+    }
+
+    fn indices(dims: &[usize]) -> Vec<Vec<usize>> {
+        let n: usize = dims.iter().product();
+        (0..n)
+            .map(|mut f| {
+                let mut idx = vec![0; dims.len()];
+                for i in (0..dims.len()).rev() {
+                    idx[i] = f % dims[i];
+                    f /= dims[i];
+                }
+                idx
+            })
+            .collect()
+    }
+
+    #[test]
+    fn map2_follows_the_view_definition_for_mixed_strides() {
+        // a: a transposed [4,3,5] block of a larger buffer; b: a reversed, broadcast
+        // column. Sizes cover both the sequential and the parallel path.
+        for scale in [1usize, 600] {
+            let (d0, d1, d2) = (4 * scale, 3, 5);
+            let data: Vec<f32> = (0..d0 * d1 * d2 + 7).map(|i| i as f32).collect();
+            let a = Strided::new(
+                &data,
+                7,
+                vec![d0, d1, d2],
+                vec![1, (d0 * d2) as isize, d0 as isize],
+            )
+            .unwrap();
+            let col: Vec<f32> = (0..d1).map(|i| -(i as f32) * 1000.0).collect();
+            let b = Strided::new(&col, (d1 - 1) as isize, vec![d1, 1], vec![-1, 0]).unwrap();
+            let dims = [d0, d1, d2];
+            let bb = b.broadcast_to(&dims).unwrap();
+            let got = map2(&dims, &a, &bb, |x, y| x + y);
+            let want: Vec<f32> = indices(&dims)
+                .iter()
+                .map(|i| at(&a, i) + at(&bb, i))
+                .collect();
+            assert_eq!(got, want);
+        }
+    }
+
+    #[test]
+    fn views_outside_their_buffer_are_rejected() {
+        let data = [0f32; 6];
+        assert!(Strided::new(&data, 0, vec![2, 3], vec![3, 1]).is_ok());
+        assert!(Strided::new(&data, 1, vec![2, 3], vec![3, 1]).is_err());
+        assert!(Strided::new(&data, 0, vec![2, 3], vec![-3, 1]).is_err());
+        assert!(Strided::new(&data, 3, vec![2, 3], vec![-3, 1]).is_ok());
+        let v = Strided::new(&data, 0, vec![2, 3], vec![3, 1]).unwrap();
+        assert!(v.broadcast_to(&[2, 2, 3]).is_ok());
+        assert!(v.broadcast_to(&[3, 3]).is_err());
+        assert!(v.broadcast_to(&[3]).is_err());
     }
 }

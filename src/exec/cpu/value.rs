@@ -112,8 +112,18 @@ impl CpuValue {
             DType::F16 => TensorData::F16(self.contiguous_vec::<f16>()?),
             DType::BF16 => TensorData::BF16(self.contiguous_vec::<bf16>()?),
             DType::I64 => TensorData::I64(self.contiguous_vec::<i64>()?),
-            DType::I32 => TensorData::I32(self.contiguous_vec::<i64>()?.into_iter().map(|x| x as i32).collect()),
-            DType::Bool => TensorData::Bool(self.contiguous_vec::<u8>()?.into_iter().map(|x| x != 0).collect()),
+            DType::I32 => TensorData::I32(
+                self.contiguous_vec::<i64>()?
+                    .into_iter()
+                    .map(|x| x as i32)
+                    .collect(),
+            ),
+            DType::Bool => TensorData::Bool(
+                self.contiguous_vec::<u8>()?
+                    .into_iter()
+                    .map(|x| x != 0)
+                    .collect(),
+            ),
         };
         Tensor::new(dims, data).map_err(|e| OpError(e.to_string()))
     }
@@ -124,7 +134,10 @@ impl CpuValue {
     }
 
     /// Calls `f` with a strided view of the storage, which must hold `T`.
-    pub(crate) fn read<T: WithDType, R>(&self, f: impl FnOnce(Strided<'_, T>) -> OpResult<R>) -> OpResult<R> {
+    pub(crate) fn read<T: WithDType, R>(
+        &self,
+        f: impl FnOnce(Strided<'_, T>) -> OpResult<R>,
+    ) -> OpResult<R> {
         read_tensor(&self.t, f)
     }
 
@@ -138,13 +151,19 @@ impl CpuValue {
     }
 
     /// Calls `f` with an f32 view of a float value (f16 and bf16 widened first).
-    pub(crate) fn read_f32<R>(&self, f: impl FnOnce(Strided<'_, f32>) -> OpResult<R>) -> OpResult<R> {
+    pub(crate) fn read_f32<R>(
+        &self,
+        f: impl FnOnce(Strided<'_, f32>) -> OpResult<R>,
+    ) -> OpResult<R> {
         let t = self.float_tensor()?;
         read_tensor(&t, f)
     }
 
     /// Calls `f` with an i64 view of an integer value.
-    pub(crate) fn read_i64<R>(&self, f: impl FnOnce(Strided<'_, i64>) -> OpResult<R>) -> OpResult<R> {
+    pub(crate) fn read_i64<R>(
+        &self,
+        f: impl FnOnce(Strided<'_, i64>) -> OpResult<R>,
+    ) -> OpResult<R> {
         if !self.dtype.is_int() {
             bail!("expected an integer tensor, got {}", self.dtype);
         }
@@ -152,7 +171,10 @@ impl CpuValue {
     }
 
     /// Calls `f` with a 0/1 view of a bool value.
-    pub(crate) fn read_bool<R>(&self, f: impl FnOnce(Strided<'_, u8>) -> OpResult<R>) -> OpResult<R> {
+    pub(crate) fn read_bool<R>(
+        &self,
+        f: impl FnOnce(Strided<'_, u8>) -> OpResult<R>,
+    ) -> OpResult<R> {
         if self.dtype != DType::Bool {
             bail!("expected a bool tensor, got {}", self.dtype);
         }
@@ -164,7 +186,11 @@ impl CpuValue {
     pub(crate) fn to_i64_vec(&self) -> OpResult<Vec<i64>> {
         match self.dtype {
             DType::I64 | DType::I32 => self.contiguous_vec::<i64>(),
-            DType::Bool => Ok(self.contiguous_vec::<u8>()?.into_iter().map(i64::from).collect()),
+            DType::Bool => Ok(self
+                .contiguous_vec::<u8>()?
+                .into_iter()
+                .map(i64::from)
+                .collect()),
             _ => Ok(self.to_f64_vec()?.into_iter().map(|x| x as i64).collect()),
         }
     }
@@ -172,11 +198,21 @@ impl CpuValue {
     /// Every element as f64: the form of scalar parameters (Clip bounds, Range).
     pub(crate) fn to_f64_vec(&self) -> OpResult<Vec<f64>> {
         Ok(match self.dtype {
-            DType::I64 | DType::I32 => self.contiguous_vec::<i64>()?.into_iter().map(|x| x as f64).collect(),
-            DType::Bool => self.contiguous_vec::<u8>()?.into_iter().map(f64::from).collect(),
+            DType::I64 | DType::I32 => self
+                .contiguous_vec::<i64>()?
+                .into_iter()
+                .map(|x| x as f64)
+                .collect(),
+            DType::Bool => self
+                .contiguous_vec::<u8>()?
+                .into_iter()
+                .map(f64::from)
+                .collect(),
             _ => {
                 let t = self.float_tensor()?;
-                read_tensor::<f32, _>(&t, |v| Ok(v.to_contiguous().iter().map(|&x| x as f64).collect()))?
+                read_tensor::<f32, _>(&t, |v| {
+                    Ok(v.to_contiguous().iter().map(|&x| x as f64).collect())
+                })?
             }
         })
     }
@@ -210,7 +246,11 @@ impl CpuValue {
     }
 
     /// A value of `dtype` built from a vector of its storage type.
-    pub(crate) fn from_storage_vec<T: WithDType>(v: Vec<T>, dims: &[usize], dtype: DType) -> OpResult<CpuValue> {
+    pub(crate) fn from_storage_vec<T: WithDType>(
+        v: Vec<T>,
+        dims: &[usize],
+        dtype: DType,
+    ) -> OpResult<CpuValue> {
         let t = candle_core::Tensor::from_vec(v, dims, &Device::Cpu)?;
         CpuValue::from_candle(t, dtype)
     }

@@ -22,7 +22,9 @@ fn naive_conv(
     let cg = c / group;
     let mg = m / group;
     let out: Vec<usize> = (0..sp)
-        .map(|i| (xd[i + 2] + pads[i] + pads[i + sp] - ((wd[i + 2] - 1) * dil[i] + 1)) / strides[i] + 1)
+        .map(|i| {
+            (xd[i + 2] + pads[i] + pads[i + sp] - ((wd[i + 2] - 1) * dil[i] + 1)) / strides[i] + 1
+        })
         .collect();
     let out_plane: usize = out.iter().product();
     let k_plane: usize = wd[2..].iter().product();
@@ -110,20 +112,75 @@ fn check_against_naive(
         with_bias.then(|| f32t(&[wd[0]], &b)),
     )
     .unwrap();
-    let (want, dims) = naive_conv(&x, xd, &w, wd, with_bias.then_some(&b[..]), strides, dil, pads, group);
+    let (want, dims) = naive_conv(
+        &x,
+        xd,
+        &w,
+        wd,
+        with_bias.then_some(&b[..]),
+        strides,
+        dil,
+        pads,
+        group,
+    );
     assert_f32(&got, &dims, &want, 1e-5);
 }
 
 #[test]
 fn matches_direct_summation_in_one_to_three_dimensions() {
     check_against_naive(&[2, 3, 11], &[4, 3, 3], &[2], &[1], &[1, 2], 1, true, 10);
-    check_against_naive(&[2, 4, 7, 6], &[6, 2, 3, 2], &[1, 2], &[2, 1], &[1, 0, 2, 1], 2, true, 20);
-    check_against_naive(&[1, 2, 5, 4, 6], &[3, 2, 2, 3, 2], &[2, 1, 2], &[1, 1, 2], &[0, 1, 1, 1, 0, 0], 1, false, 30);
+    check_against_naive(
+        &[2, 4, 7, 6],
+        &[6, 2, 3, 2],
+        &[1, 2],
+        &[2, 1],
+        &[1, 0, 2, 1],
+        2,
+        true,
+        20,
+    );
+    check_against_naive(
+        &[1, 2, 5, 4, 6],
+        &[3, 2, 2, 3, 2],
+        &[2, 1, 2],
+        &[1, 1, 2],
+        &[0, 1, 1, 1, 0, 0],
+        1,
+        false,
+        30,
+    );
     // Depthwise, and a 1×1 pointwise convolution.
-    check_against_naive(&[1, 4, 6, 6], &[4, 1, 3, 3], &[1, 1], &[1, 1], &[1, 1, 1, 1], 4, true, 40);
-    check_against_naive(&[2, 5, 4, 3], &[7, 5, 1, 1], &[1, 1], &[1, 1], &[0, 0, 0, 0], 1, true, 50);
+    check_against_naive(
+        &[1, 4, 6, 6],
+        &[4, 1, 3, 3],
+        &[1, 1],
+        &[1, 1],
+        &[1, 1, 1, 1],
+        4,
+        true,
+        40,
+    );
+    check_against_naive(
+        &[2, 5, 4, 3],
+        &[7, 5, 1, 1],
+        &[1, 1],
+        &[1, 1],
+        &[0, 0, 0, 0],
+        1,
+        true,
+        50,
+    );
     // Patch embedding: kernel and stride 4 over 8×8.
-    check_against_naive(&[2, 3, 8, 8], &[5, 3, 4, 4], &[4, 4], &[1, 1], &[0, 0, 0, 0], 1, true, 60);
+    check_against_naive(
+        &[2, 3, 8, 8],
+        &[5, 3, 4, 4],
+        &[4, 4],
+        &[1, 1],
+        &[0, 0, 0, 0],
+        1,
+        true,
+        60,
+    );
 }
 
 #[test]
@@ -132,7 +189,10 @@ fn auto_pad_same_keeps_the_size_and_pads_like_explicit_pads() {
     let w = noise(3 * 2 * 3 * 2, 71);
     let xd = [1, 2, 6, 5];
     let wd = [3, 2, 3, 2];
-    for (mode, pads) in [(AutoPad::SameUpper, [1, 0, 1, 1]), (AutoPad::SameLower, [1, 1, 1, 0])] {
+    for (mode, pads) in [
+        (AutoPad::SameUpper, [1, 0, 1, 1]),
+        (AutoPad::SameLower, [1, 1, 1, 0]),
+    ] {
         let attrs = ConvAttrs {
             auto_pad: mode,
             ..ConvAttrs::default()
@@ -216,7 +276,8 @@ fn naive_conv_transpose(
                         }
                         if inside {
                             let oc = g * mg + ocg;
-                            y[(b * m + oc) * out_plane + flat] += x[(b * c + ic) * in_plane + i] as f64
+                            y[(b * m + oc) * out_plane + flat] += x[(b * c + ic) * in_plane + i]
+                                as f64
                                 * w[(ic * mg + ocg) * k_plane + kf] as f64;
                         }
                     }
@@ -238,7 +299,13 @@ fn transposed_conv_scatters_each_input() {
         strides: vec![2],
         ..ConvAttrs::default()
     };
-    let got = conv_t(attrs, f32t(&[1, 1, 2], &[1., 2.]), f32t(&[1, 1, 3], &[1., 1., 1.]), None).unwrap();
+    let got = conv_t(
+        attrs,
+        f32t(&[1, 1, 2], &[1., 2.]),
+        f32t(&[1, 1, 3], &[1., 1., 1.]),
+        None,
+    )
+    .unwrap();
     assert_f32(&got, &[1, 1, 5], &[1., 1., 3., 2., 2.], 0.0);
 }
 
@@ -293,4 +360,17 @@ fn transposed_conv_output_shape_and_same_padding() {
     let got = conv_t(attrs, f32t(&xd, &x), f32t(&wd, &w), None).unwrap();
     let want = naive_conv_transpose(&x, &xd, &w, &wd, &[2, 2], &[1, 1], &[0, 0], &[6, 6], 1);
     assert_f32(&got, &[1, 2, 6, 6], &want, 1e-5);
+}
+
+#[test]
+fn empty_kernels_are_errors() {
+    let msg = conv(
+        ConvAttrs::default(),
+        f32t(&[1, 1, 3], &[0.; 3]),
+        f32t(&[1, 1, 0], &[]),
+        None,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(msg.contains("empty kernel"), "{msg}");
 }

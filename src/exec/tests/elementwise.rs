@@ -14,7 +14,12 @@ fn bin(op: BinaryOp, a: Tensor, b: Tensor) -> Tensor {
 fn add_broadcasts_a_row_over_a_matrix() {
     let a = f32t(&[2, 3], &[1., 2., 3., 4., 5., 6.]);
     let b = f32t(&[3], &[10., 20., 30.]);
-    assert_f32(&bin(BinaryOp::Add, a, b), &[2, 3], &[11., 22., 33., 14., 25., 36.], 0.0);
+    assert_f32(
+        &bin(BinaryOp::Add, a, b),
+        &[2, 3],
+        &[11., 22., 33., 14., 25., 36.],
+        0.0,
+    );
 }
 
 #[test]
@@ -32,8 +37,18 @@ fn sub_broadcasts_both_operands() {
 #[test]
 fn mul_and_div_with_scalars() {
     let a = f32t(&[2, 2], &[1., 2., 3., 4.]);
-    assert_f32(&bin(BinaryOp::Mul, a.clone(), Tensor::scalar_f32(3.0)), &[2, 2], &[3., 6., 9., 12.], 0.0);
-    assert_f32(&bin(BinaryOp::Div, Tensor::scalar_f32(12.0), a), &[2, 2], &[12., 6., 4., 3.], 0.0);
+    assert_f32(
+        &bin(BinaryOp::Mul, a.clone(), Tensor::scalar_f32(3.0)),
+        &[2, 2],
+        &[3., 6., 9., 12.],
+        0.0,
+    );
+    assert_f32(
+        &bin(BinaryOp::Div, Tensor::scalar_f32(12.0), a),
+        &[2, 2],
+        &[12., 6., 4., 3.],
+        0.0,
+    );
 }
 
 #[test]
@@ -43,7 +58,9 @@ fn broadcasting_large_tensors_runs_in_parallel_chunks() {
     let a: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
     let b: Vec<f32> = (0..rows).map(|r| -(r as f32) * 1000.0).collect();
     let got = bin(BinaryOp::Add, f32t(&[rows, cols], &a), f32t(&[rows, 1], &b));
-    let want: Vec<f32> = (0..rows * cols).map(|i| i as f32 - (i / cols) as f32 * 1000.0).collect();
+    let want: Vec<f32> = (0..rows * cols)
+        .map(|i| i as f32 - (i / cols) as f32 * 1000.0)
+        .collect();
     assert_f32(&got, &[rows, cols], &want, 0.0);
 }
 
@@ -52,13 +69,24 @@ fn binary_reads_transposed_views() {
     // x is [2,3]; Transpose gives a strided view that Add must read correctly.
     let x = f32t(&[2, 3], &[1., 2., 3., 4., 5., 6.]);
     let mut g = crate::ir::Graph::new("t");
-    let xi = g.add_input("x", crate::ir::TensorType::new(DType::F32, crate::ir::Shape::known(&[2, 3])));
-    let t = g.add_op("t", Op::Transpose { perm: None }, &[Some(crate::ir::Port::new(xi, 0))], &["xt"]);
+    let xi = g.add_input(
+        "x",
+        crate::ir::TensorType::new(DType::F32, crate::ir::Shape::known(&[2, 3])),
+    );
+    let t = g.add_op(
+        "t",
+        Op::Transpose { perm: None },
+        &[Some(crate::ir::Port::new(xi, 0))],
+        &["xt"],
+    );
     let c = g.add_const("c", f32t(&[2], &[100., 200.]));
     let add = g.add_op(
         "add",
         Op::Binary(BinaryOp::Add),
-        &[Some(crate::ir::Port::new(t, 0)), Some(crate::ir::Port::new(c, 0))],
+        &[
+            Some(crate::ir::Port::new(t, 0)),
+            Some(crate::ir::Port::new(c, 0)),
+        ],
         &["y"],
     );
     g.outputs.push(crate::ir::Port::new(add, 0));
@@ -75,7 +103,10 @@ fn integer_division_truncates_towards_zero() {
 
 #[test]
 fn integer_division_by_zero_is_an_error() {
-    let msg = eval_err(Op::Binary(BinaryOp::Div), &[i64t(&[2], &[1, 2]), i64t(&[2], &[1, 0])]);
+    let msg = eval_err(
+        Op::Binary(BinaryOp::Div),
+        &[i64t(&[2], &[1, 2]), i64t(&[2], &[1, 0])],
+    );
     assert!(msg.contains("division by zero"), "{msg}");
 }
 
@@ -91,34 +122,82 @@ fn integer_arithmetic_wraps_in_i32() {
 #[test]
 fn pow_covers_float_and_integer_exponents() {
     let x = f32t(&[2], &[2., 9.]);
-    assert_f32(&bin(BinaryOp::Pow, x.clone(), f32t(&[2], &[3., 0.5])), &[2], &[8., 3.], 1e-6);
-    assert_f32(&bin(BinaryOp::Pow, x.clone(), Tensor::scalar_f32(2.0)), &[2], &[4., 81.], 0.0);
-    assert_f32(&bin(BinaryOp::Pow, x, i64t(&[2], &[2, -1])), &[2], &[4., 1. / 9.], 1e-7);
+    assert_f32(
+        &bin(BinaryOp::Pow, x.clone(), f32t(&[2], &[3., 0.5])),
+        &[2],
+        &[8., 3.],
+        1e-6,
+    );
+    assert_f32(
+        &bin(BinaryOp::Pow, x.clone(), Tensor::scalar_f32(2.0)),
+        &[2],
+        &[4., 81.],
+        0.0,
+    );
+    assert_f32(
+        &bin(BinaryOp::Pow, x, i64t(&[2], &[2, -1])),
+        &[2],
+        &[4., 1. / 9.],
+        1e-7,
+    );
     // Integer bases keep their type; a float exponent truncates the result.
-    assert_i64(&bin(BinaryOp::Pow, i64t(&[2], &[2, 3]), i64t(&[2], &[10, 3])), &[2], &[1024, 27]);
-    assert_i64(&bin(BinaryOp::Pow, i64t(&[2], &[2, 3]), f32t(&[2], &[0.5, 2.0])), &[2], &[1, 9]);
-    let got = bin(BinaryOp::Pow, i32t(&[3], &[1, 2, 3]), f32t(&[3], &[4., 5., 6.]));
+    assert_i64(
+        &bin(BinaryOp::Pow, i64t(&[2], &[2, 3]), i64t(&[2], &[10, 3])),
+        &[2],
+        &[1024, 27],
+    );
+    assert_i64(
+        &bin(BinaryOp::Pow, i64t(&[2], &[2, 3]), f32t(&[2], &[0.5, 2.0])),
+        &[2],
+        &[1, 9],
+    );
+    let got = bin(
+        BinaryOp::Pow,
+        i32t(&[3], &[1, 2, 3]),
+        f32t(&[3], &[4., 5., 6.]),
+    );
     assert_eq!(got.data(), &TensorData::I32(vec![1, 32, 729]));
 }
 
 #[test]
 fn equal_gives_bools_for_every_type() {
-    let got = bin(BinaryOp::Equal, f32t(&[3], &[1., 2., 3.]), f32t(&[3], &[1., 0., 3.]));
+    let got = bin(
+        BinaryOp::Equal,
+        f32t(&[3], &[1., 2., 3.]),
+        f32t(&[3], &[1., 0., 3.]),
+    );
     assert_bool(&got, &[3], &[true, false, true]);
-    let got = bin(BinaryOp::Equal, i32t(&[2, 2], &[1, 2, 3, 4]), i32t(&[2], &[1, 4]));
+    let got = bin(
+        BinaryOp::Equal,
+        i32t(&[2, 2], &[1, 2, 3, 4]),
+        i32t(&[2], &[1, 4]),
+    );
     assert_bool(&got, &[2, 2], &[true, false, false, true]);
-    let got = bin(BinaryOp::Equal, boolt(&[2], &[true, false]), boolt(&[], &[false]));
+    let got = bin(
+        BinaryOp::Equal,
+        boolt(&[2], &[true, false]),
+        boolt(&[], &[false]),
+    );
     assert_bool(&got, &[2], &[false, true]);
 }
 
 #[test]
 fn mismatched_operands_are_errors() {
-    let msg = eval_err(Op::Binary(BinaryOp::Add), &[f32t(&[2, 3], &[0.; 6]), f32t(&[2], &[0.; 2])]);
+    let msg = eval_err(
+        Op::Binary(BinaryOp::Add),
+        &[f32t(&[2, 3], &[0.; 6]), f32t(&[2], &[0.; 2])],
+    );
     assert!(msg.contains("cannot broadcast [2,3] with [2]"), "{msg}");
     assert!(msg.starts_with("node 'n' (Add):"), "{msg}");
-    let msg = eval_err(Op::Binary(BinaryOp::Mul), &[f32t(&[1], &[0.]), i64t(&[1], &[0])]);
+    let msg = eval_err(
+        Op::Binary(BinaryOp::Mul),
+        &[f32t(&[1], &[0.]), i64t(&[1], &[0])],
+    );
     assert!(msg.contains("types differ"), "{msg}");
-    let msg = eval_err(Op::Binary(BinaryOp::Add), &[boolt(&[1], &[true]), boolt(&[1], &[true])]);
+    let msg = eval_err(
+        Op::Binary(BinaryOp::Add),
+        &[boolt(&[1], &[true]), boolt(&[1], &[true])],
+    );
     assert!(msg.contains("bool"), "{msg}");
 }
 
@@ -128,7 +207,12 @@ fn unary_functions_match_the_standard_library() {
     let t = f32t(&[5], &xs);
     let check = |op: UnaryOp, f: fn(f64) -> f64| {
         let want: Vec<f32> = xs.iter().map(|&x| f(x as f64) as f32).collect();
-        assert_f32(&eval_ok(Op::Unary(op), &[t.clone()]), &[5], &want, 1e-6);
+        assert_f32(
+            &eval_ok(Op::Unary(op), std::slice::from_ref(&t)),
+            &[5],
+            &want,
+            1e-6,
+        );
     };
     check(UnaryOp::Sqrt, f64::sqrt);
     check(UnaryOp::Reciprocal, |x| 1.0 / x);
@@ -149,17 +233,36 @@ fn unary_functions_match_the_standard_library() {
 #[test]
 fn integer_unary_ops_and_float_only_ones() {
     let x = i64t(&[3], &[-3, 0, 5]);
-    assert_i64(&eval_ok(Op::Unary(UnaryOp::Neg), &[x.clone()]), &[3], &[3, 0, -5]);
-    assert_i64(&eval_ok(Op::Unary(UnaryOp::Abs), &[x.clone()]), &[3], &[3, 0, 5]);
-    assert_i64(&eval_ok(Op::Unary(UnaryOp::Relu), &[x.clone()]), &[3], &[0, 0, 5]);
+    assert_i64(
+        &eval_ok(Op::Unary(UnaryOp::Neg), std::slice::from_ref(&x)),
+        &[3],
+        &[3, 0, -5],
+    );
+    assert_i64(
+        &eval_ok(Op::Unary(UnaryOp::Abs), std::slice::from_ref(&x)),
+        &[3],
+        &[3, 0, 5],
+    );
+    assert_i64(
+        &eval_ok(Op::Unary(UnaryOp::Relu), std::slice::from_ref(&x)),
+        &[3],
+        &[0, 0, 5],
+    );
     assert!(eval_err(Op::Unary(UnaryOp::Sqrt), &[x]).contains("not defined on i64"));
 }
 
 #[test]
 fn half_precision_computes_through_f32() {
-    let x = Tensor::new(vec![2], TensorData::F16(vec![f16::from_f32(1.5), f16::from_f32(-2.0)])).unwrap();
+    let x = Tensor::new(
+        vec![2],
+        TensorData::F16(vec![f16::from_f32(1.5), f16::from_f32(-2.0)]),
+    )
+    .unwrap();
     let got = eval_ok(Op::Binary(BinaryOp::Mul), &[x.clone(), x]);
-    assert_eq!(got.data(), &TensorData::F16(vec![f16::from_f32(2.25), f16::from_f32(4.0)]));
+    assert_eq!(
+        got.data(),
+        &TensorData::F16(vec![f16::from_f32(2.25), f16::from_f32(4.0)])
+    );
 }
 
 #[test]
@@ -167,7 +270,12 @@ fn clip_with_optional_bounds() {
     let x = f32t(&[4], &[-2., 0.5, 3., f32::NAN]);
     let lo = Tensor::scalar_f32(0.0);
     let hi = Tensor::scalar_f32(1.0);
-    let got = eval_opt(Op::Clip, &[Some(x.clone()), Some(lo.clone()), Some(hi.clone())], 1).unwrap();
+    let got = eval_opt(
+        Op::Clip,
+        &[Some(x.clone()), Some(lo.clone()), Some(hi.clone())],
+        1,
+    )
+    .unwrap();
     assert_f32(&got[0], &[4], &[0., 0.5, 1., f32::NAN], 0.0);
     let got = eval_opt(Op::Clip, &[Some(x.clone()), Some(lo), None], 1).unwrap();
     assert_f32(&got[0], &[4], &[0., 0.5, 3., f32::NAN], 0.0);
@@ -178,14 +286,22 @@ fn clip_with_optional_bounds() {
     // min above max: everything becomes max, as numpy's clip does.
     let got = eval_opt(
         Op::Clip,
-        &[Some(f32t(&[2], &[0., 5.])), Some(Tensor::scalar_f32(3.)), Some(Tensor::scalar_f32(1.))],
+        &[
+            Some(f32t(&[2], &[0., 5.])),
+            Some(Tensor::scalar_f32(3.)),
+            Some(Tensor::scalar_f32(1.)),
+        ],
         1,
     )
     .unwrap();
     assert_f32(&got[0], &[2], &[1., 1.], 0.0);
     let got = eval_opt(
         Op::Clip,
-        &[Some(i64t(&[3], &[-5, 2, 9])), Some(Tensor::scalar_i64(0)), Some(Tensor::scalar_i64(4))],
+        &[
+            Some(i64t(&[3], &[-5, 2, 9])),
+            Some(Tensor::scalar_i64(0)),
+            Some(Tensor::scalar_i64(4)),
+        ],
         1,
     )
     .unwrap();
@@ -197,17 +313,36 @@ fn where_selects_with_broadcasting() {
     let c = boolt(&[2], &[true, false]);
     let a = f32t(&[2, 2], &[1., 2., 3., 4.]);
     let b = Tensor::scalar_f32(-1.0);
-    assert_f32(&eval_ok(Op::Where, &[c.clone(), a, b]), &[2, 2], &[1., -1., 3., -1.], 0.0);
+    assert_f32(
+        &eval_ok(Op::Where, &[c.clone(), a, b]),
+        &[2, 2],
+        &[1., -1., 3., -1.],
+        0.0,
+    );
     let got = eval_ok(Op::Where, &[c, i64t(&[2], &[7, 8]), i64t(&[2, 1], &[0, 1])]);
     assert_i64(&got, &[2, 2], &[7, 0, 7, 1]);
-    assert!(eval_err(Op::Where, &[f32t(&[1], &[1.]), f32t(&[1], &[1.]), f32t(&[1], &[1.])]).contains("bool"));
+    assert!(
+        eval_err(
+            Op::Where,
+            &[f32t(&[1], &[1.]), f32t(&[1], &[1.]), f32t(&[1], &[1.])]
+        )
+        .contains("bool")
+    );
 }
 
 #[test]
 fn cast_truncates_rounds_and_tests_nonzero() {
     let x = f32t(&[4], &[1.7, -1.7, 0.0, 2.5]);
-    assert_i64(&eval_ok(Op::Cast { to: DType::I64 }, &[x.clone()]), &[4], &[1, -1, 0, 2]);
-    assert_bool(&eval_ok(Op::Cast { to: DType::Bool }, &[x.clone()]), &[4], &[true, true, false, true]);
+    assert_i64(
+        &eval_ok(Op::Cast { to: DType::I64 }, std::slice::from_ref(&x)),
+        &[4],
+        &[1, -1, 0, 2],
+    );
+    assert_bool(
+        &eval_ok(Op::Cast { to: DType::Bool }, std::slice::from_ref(&x)),
+        &[4],
+        &[true, true, false, true],
+    );
     let got = eval_ok(Op::Cast { to: DType::I32 }, &[x]);
     assert_eq!(got.data(), &TensorData::I32(vec![1, -1, 0, 2]));
     let got = eval_ok(Op::Cast { to: DType::F32 }, &[i64t(&[2], &[-3, 1 << 40])]);
@@ -225,8 +360,17 @@ fn cast_to_half_types_rounds_to_nearest_even() {
     // 1 + 2^-11 lies halfway between two f16 values: ties go to the even 1.0.
     let x = f32t(&[2], &[1.0 + 2f32.powi(-11), 1.0 + 3.0 * 2f32.powi(-11)]);
     let got = eval_ok(Op::Cast { to: DType::F16 }, &[x]);
-    assert_eq!(got.data(), &TensorData::F16(vec![f16::from_f32(1.0), f16::from_f32(1.0 + 2f32.powi(-9))]));
+    assert_eq!(
+        got.data(),
+        &TensorData::F16(vec![f16::from_f32(1.0), f16::from_f32(1.0 + 2f32.powi(-9))])
+    );
     let x = f32t(&[2], &[1.0 + 2f32.powi(-8), 1.0 + 3.0 * 2f32.powi(-9)]);
     let got = eval_ok(Op::Cast { to: DType::BF16 }, &[x]);
-    assert_eq!(got.data(), &TensorData::BF16(vec![bf16::from_f32(1.0), bf16::from_f32(1.0 + 2f32.powi(-7))]));
+    assert_eq!(
+        got.data(),
+        &TensorData::BF16(vec![
+            bf16::from_f32(1.0),
+            bf16::from_f32(1.0 + 2f32.powi(-7))
+        ])
+    );
 }

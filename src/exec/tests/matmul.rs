@@ -2,10 +2,18 @@
 //! against hand-worked products and a direct triple loop written here.
 
 use super::*;
-use crate::ir::{Graph, GemmAttrs, Port, Shape, TensorType};
+use crate::ir::{GemmAttrs, Graph, Port, Shape, TensorType};
 
 /// Row-major product of `[b, m, k]` by `[b, k, n]` with a plain loop in f64.
-fn naive(a: &[f32], b: &[f32], batch: usize, m: usize, k: usize, n: usize, b_shared: bool) -> Vec<f32> {
+fn naive(
+    a: &[f32],
+    b: &[f32],
+    batch: usize,
+    m: usize,
+    k: usize,
+    n: usize,
+    b_shared: bool,
+) -> Vec<f32> {
     let mut out = vec![0f32; batch * m * n];
     for t in 0..batch {
         let bo = if b_shared { 0 } else { t * k * n };
@@ -26,7 +34,12 @@ fn naive(a: &[f32], b: &[f32], batch: usize, m: usize, k: usize, n: usize, b_sha
 fn two_by_two_product() {
     let a = f32t(&[2, 2], &[1., 2., 3., 4.]);
     let b = f32t(&[2, 2], &[5., 6., 7., 8.]);
-    assert_f32(&eval_ok(Op::MatMul, &[a, b]), &[2, 2], &[19., 22., 43., 50.], 0.0);
+    assert_f32(
+        &eval_ok(Op::MatMul, &[a, b]),
+        &[2, 2],
+        &[19., 22., 43., 50.],
+        0.0,
+    );
 }
 
 #[test]
@@ -36,7 +49,10 @@ fn vectors_are_promoted_and_the_extra_axis_removed() {
     assert_f32(&got, &[3], &[9., 12., 15.], 0.0);
     let got = eval_ok(Op::MatMul, &[m, f32t(&[3], &[1., 0., -1.])]);
     assert_f32(&got, &[2], &[-2., -2.], 0.0);
-    let got = eval_ok(Op::MatMul, &[f32t(&[3], &[1., 2., 3.]), f32t(&[3], &[4., 5., 6.])]);
+    let got = eval_ok(
+        Op::MatMul,
+        &[f32t(&[3], &[1., 2., 3.]), f32t(&[3], &[4., 5., 6.])],
+    );
     assert_f32(&got, &[], &[32.], 0.0);
 }
 
@@ -45,11 +61,22 @@ fn batch_dimensions_broadcast() {
     // a [2,1,2,2] and b [3,2,2] give [2,3,2,2]: entry (i,j) multiplies a[i] by b[j].
     let av: Vec<f32> = (0..8).map(|i| i as f32).collect();
     let bv: Vec<f32> = (0..12).map(|i| (i as f32) - 5.0).collect();
-    let got = eval_ok(Op::MatMul, &[f32t(&[2, 1, 2, 2], &av), f32t(&[3, 2, 2], &bv)]);
+    let got = eval_ok(
+        Op::MatMul,
+        &[f32t(&[2, 1, 2, 2], &av), f32t(&[3, 2, 2], &bv)],
+    );
     let mut want = Vec::new();
     for i in 0..2 {
         for j in 0..3 {
-            want.extend(naive(&av[i * 4..i * 4 + 4], &bv[j * 4..j * 4 + 4], 1, 2, 2, 2, true));
+            want.extend(naive(
+                &av[i * 4..i * 4 + 4],
+                &bv[j * 4..j * 4 + 4],
+                1,
+                2,
+                2,
+                2,
+                true,
+            ));
         }
     }
     assert_f32(&got, &[2, 3, 2, 2], &want, 0.0);
@@ -74,7 +101,10 @@ fn independent_batches_run_across_the_pool() {
     // Three entries on the pool do not divide evenly: the sequential path.
     let got = eval_ok(
         Op::MatMul,
-        &[f32t(&[3, m, k], &av[..3 * m * k]), f32t(&[3, k, n], &bv[..3 * k * n])],
+        &[
+            f32t(&[3, m, k], &av[..3 * m * k]),
+            f32t(&[3, k, n], &bv[..3 * k * n]),
+        ],
     );
     assert_f32(&got, &[3, m, n], &naive(&av, &bv, 3, m, k, n, false), 1e-5);
 }
@@ -88,8 +118,20 @@ fn transposed_operand_is_read_in_place() {
     let mut g = Graph::new("t");
     let x = g.add_input("x", TensorType::new(DType::F32, Shape::known(&[m, k])));
     let w = g.add_const("w", f32t(&[n, k], &wv));
-    let wt = g.add_op("wt", Op::Transpose { perm: Some(vec![1, 0]) }, &[Some(Port::new(w, 0))], &["wt"]);
-    let y = g.add_op("mm", Op::MatMul, &[Some(Port::new(x, 0)), Some(Port::new(wt, 0))], &["y"]);
+    let wt = g.add_op(
+        "wt",
+        Op::Transpose {
+            perm: Some(vec![1, 0]),
+        },
+        &[Some(Port::new(w, 0))],
+        &["wt"],
+    );
+    let y = g.add_op(
+        "mm",
+        Op::MatMul,
+        &[Some(Port::new(x, 0)), Some(Port::new(wt, 0))],
+        &["y"],
+    );
     g.outputs.push(Port::new(y, 0));
     let got = crate::exec::run_cpu(&g, &[("x".into(), f32t(&[m, k], &xv))]).unwrap();
     let mut wt_v = vec![0f32; k * n];
@@ -103,15 +145,24 @@ fn transposed_operand_is_read_in_place() {
 
 #[test]
 fn integer_matmul() {
-    let got = eval_ok(Op::MatMul, &[i64t(&[2, 2], &[1, 2, 3, 4]), i64t(&[2, 1], &[5, 6])]);
+    let got = eval_ok(
+        Op::MatMul,
+        &[i64t(&[2, 2], &[1, 2, 3, 4]), i64t(&[2, 1], &[5, 6])],
+    );
     assert_i64(&got, &[2, 1], &[17, 39]);
 }
 
 #[test]
 fn mismatched_inner_dims_are_reported() {
-    let msg = eval_err(Op::MatMul, &[f32t(&[2, 3], &[0.; 6]), f32t(&[4, 2], &[0.; 8])]);
+    let msg = eval_err(
+        Op::MatMul,
+        &[f32t(&[2, 3], &[0.; 6]), f32t(&[4, 2], &[0.; 8])],
+    );
     assert_eq!(msg, "node 'n' (MatMul): cannot multiply [2,3] by [4,2]");
-    let msg = eval_err(Op::MatMul, &[f32t(&[2, 2, 3], &[0.; 12]), f32t(&[3, 3, 2], &[0.; 18])]);
+    let msg = eval_err(
+        Op::MatMul,
+        &[f32t(&[2, 2, 3], &[0.; 12]), f32t(&[3, 3, 2], &[0.; 18])],
+    );
     assert!(msg.contains("cannot multiply"), "{msg}");
 }
 
@@ -122,7 +173,9 @@ fn empty_inner_dimension_gives_zeros() {
 }
 
 fn gemm(attrs: GemmAttrs, a: Tensor, b: Tensor, c: Option<Tensor>) -> Tensor {
-    eval_opt(Op::Gemm(attrs), &[Some(a), Some(b), c], 1).unwrap().remove(0)
+    eval_opt(Op::Gemm(attrs), &[Some(a), Some(b), c], 1)
+        .unwrap()
+        .remove(0)
 }
 
 #[test]
@@ -157,7 +210,11 @@ fn gemm_rejects_bad_shapes() {
     let attrs = GemmAttrs::default();
     let msg = eval_opt(
         Op::Gemm(attrs),
-        &[Some(f32t(&[2, 3], &[0.; 6])), Some(f32t(&[2, 3], &[0.; 6])), None],
+        &[
+            Some(f32t(&[2, 3], &[0.; 6])),
+            Some(f32t(&[2, 3], &[0.; 6])),
+            None,
+        ],
         1,
     )
     .unwrap_err()
@@ -165,7 +222,11 @@ fn gemm_rejects_bad_shapes() {
     assert!(msg.contains("cannot multiply [2,3] by [2,3]"), "{msg}");
     let msg = eval_opt(
         Op::Gemm(attrs),
-        &[Some(f32t(&[2, 3], &[0.; 6])), Some(f32t(&[3, 2], &[0.; 6])), Some(f32t(&[3], &[0.; 3]))],
+        &[
+            Some(f32t(&[2, 3], &[0.; 6])),
+            Some(f32t(&[3, 2], &[0.; 6])),
+            Some(f32t(&[3], &[0.; 3])),
+        ],
         1,
     )
     .unwrap_err()

@@ -6,10 +6,14 @@ mod conv;
 mod elementwise;
 mod matmul;
 mod norm;
+mod real_models;
 mod reduce;
 mod resize;
 mod session;
 mod shape_ops;
+mod speed;
+
+use std::path::PathBuf;
 
 use crate::ir::eval::NodeEval;
 use crate::ir::{DType, Node, Op, Tensor, TensorData, Value};
@@ -39,7 +43,11 @@ pub(super) fn node(op: Op, inputs: usize, outputs: usize) -> Node {
 }
 
 /// Runs `op` on the CPU backend with optional inputs.
-pub(super) fn eval_opt(op: Op, inputs: &[Option<Tensor>], outputs: usize) -> anyhow::Result<Vec<Tensor>> {
+pub(super) fn eval_opt(
+    op: Op,
+    inputs: &[Option<Tensor>],
+    outputs: usize,
+) -> anyhow::Result<Vec<Tensor>> {
     CpuBackend.eval(&node(op, inputs.len(), outputs), inputs)
 }
 
@@ -66,7 +74,10 @@ pub(super) fn assert_f32(got: &Tensor, shape: &[usize], want: &[f32], tol: f32) 
     assert_eq!(g.len(), want.len(), "length");
     for (i, (&a, &b)) in g.iter().zip(want).enumerate() {
         let ok = (a.is_nan() && b.is_nan()) || (a - b).abs() <= tol * b.abs().max(1.0);
-        assert!(ok, "element {i}: got {a}, want {b}\n got {g:?}\nwant {want:?}");
+        assert!(
+            ok,
+            "element {i}: got {a}, want {b}\n got {g:?}\nwant {want:?}"
+        );
     }
 }
 
@@ -93,11 +104,31 @@ pub(super) fn eval_err(op: Op, inputs: &[Tensor]) -> String {
 
 /// Deterministic pseudo-random values in [-1, 1).
 pub(super) fn noise(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         })
         .collect()
+}
+
+/// A model file: `fixtures:<path>` under the fixtures directory (env GLORA_FIXTURES
+/// or ~/.cache/glora/fixtures), anything else as given; `None` when it is missing.
+pub(super) fn model_path(p: &str) -> Option<PathBuf> {
+    let path = if let Some(rest) = p.strip_prefix("fixtures:") {
+        let root = std::env::var_os("GLORA_FIXTURES")
+            .map(PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/glora/fixtures"))
+            })?;
+        root.join(rest)
+    } else {
+        PathBuf::from(p)
+    };
+    path.is_file().then_some(path)
 }

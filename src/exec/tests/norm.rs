@@ -16,7 +16,12 @@ fn softmax_over_the_last_axis() {
     let x = f32t(&[2, 3], &[1., 2., 3., -1., 0., 1000.]);
     let mut want = softmax_f64(&[1., 2., 3.]);
     want.extend(softmax_f64(&[-1., 0., 1000.]));
-    assert_f32(&eval_ok(Op::Softmax { axis: -1 }, &[x]), &[2, 3], &want, 1e-6);
+    assert_f32(
+        &eval_ok(Op::Softmax { axis: -1 }, &[x]),
+        &[2, 3],
+        &want,
+        1e-6,
+    );
 }
 
 #[test]
@@ -47,7 +52,13 @@ fn softmax_of_a_large_tensor_splits_rows_over_threads() {
     assert_f32(&got, &[rows, len], &want, 1e-6);
 }
 
-fn layer_norm_f64(x: &[f32], len: usize, scale: &[f32], bias: &[f32], eps: f64) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+fn layer_norm_f64(
+    x: &[f32],
+    len: usize,
+    scale: &[f32],
+    bias: &[f32],
+    eps: f64,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let (mut y, mut means, mut invs) = (Vec::new(), Vec::new(), Vec::new());
     for row in x.chunks(len) {
         let mean = row.iter().map(|&v| v as f64).sum::<f64>() / len as f64;
@@ -68,12 +79,21 @@ fn layer_norm_with_statistics_outputs() {
     let scale = f32t(&[3], &[1., 2., 0.5]);
     let bias = f32t(&[3], &[0., 1., -1.]);
     let out = eval_opt(
-        Op::LayerNorm { axis: -1, epsilon: 1e-5 },
+        Op::LayerNorm {
+            axis: -1,
+            epsilon: 1e-5,
+        },
         &[Some(x), Some(scale), Some(bias)],
         3,
     )
     .unwrap();
-    let (y, m, inv) = layer_norm_f64(&[1., 2., 3., 2., 4., 6.], 3, &[1., 2., 0.5], &[0., 1., -1.], 1e-5);
+    let (y, m, inv) = layer_norm_f64(
+        &[1., 2., 3., 2., 4., 6.],
+        3,
+        &[1., 2., 0.5],
+        &[0., 1., -1.],
+        1e-5,
+    );
     assert_f32(&out[0], &[2, 3], &y, 1e-5);
     assert_f32(&out[1], &[2, 1], &m, 1e-6);
     assert_f32(&out[2], &[2, 1], &inv, 1e-5);
@@ -86,7 +106,10 @@ fn layer_norm_over_trailing_axes_without_bias() {
     let v = noise(2 * 3 * 4, 8);
     let s = noise(12, 9);
     let out = eval_opt(
-        Op::LayerNorm { axis: 1, epsilon: 1e-3 },
+        Op::LayerNorm {
+            axis: 1,
+            epsilon: 1e-3,
+        },
         &[Some(f32t(&[2, 3, 4], &v)), Some(f32t(&[3, 4], &s)), None],
         1,
     )
@@ -99,8 +122,15 @@ fn layer_norm_over_trailing_axes_without_bias() {
     let s = noise(len, 11);
     let b = noise(len, 12);
     let out = eval_opt(
-        Op::LayerNorm { axis: -1, epsilon: 1e-6 },
-        &[Some(f32t(&[rows, len], &v)), Some(f32t(&[len], &s)), Some(f32t(&[len], &b))],
+        Op::LayerNorm {
+            axis: -1,
+            epsilon: 1e-6,
+        },
+        &[
+            Some(f32t(&[rows, len], &v)),
+            Some(f32t(&[len], &s)),
+            Some(f32t(&[len], &b)),
+        ],
         1,
     )
     .unwrap();
@@ -111,8 +141,15 @@ fn layer_norm_over_trailing_axes_without_bias() {
 #[test]
 fn layer_norm_rejects_a_scale_of_the_wrong_size() {
     let msg = eval_opt(
-        Op::LayerNorm { axis: -1, epsilon: 1e-5 },
-        &[Some(f32t(&[2, 3], &[0.; 6])), Some(f32t(&[4], &[1.; 4])), None],
+        Op::LayerNorm {
+            axis: -1,
+            epsilon: 1e-5,
+        },
+        &[
+            Some(f32t(&[2, 3], &[0.; 6])),
+            Some(f32t(&[4], &[1.; 4])),
+            None,
+        ],
         1,
     )
     .unwrap_err()
@@ -143,15 +180,60 @@ fn gelu_both_forms() {
             (0.5 * x * (1.0 + candle_core::cpu::erf::erf_f64(x / 2f64.sqrt()))) as f32
         })
         .collect();
-    let got = eval_ok(Op::Gelu { approximate: GeluApprox::None }, &[f32t(&[5], &xs)]);
+    let got = eval_ok(
+        Op::Gelu {
+            approximate: GeluApprox::None,
+        },
+        &[f32t(&[5], &xs)],
+    );
     assert_f32(&got, &[5], &erf_form, 1e-6);
     let tanh_form: Vec<f32> = xs
         .iter()
         .map(|&x| {
             let x = x as f64;
-            (0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x)).tanh())) as f32
+            (0.5 * x
+                * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x)).tanh()))
+                as f32
         })
         .collect();
-    let got = eval_ok(Op::Gelu { approximate: GeluApprox::Tanh }, &[f32t(&[5], &xs)]);
+    let got = eval_ok(
+        Op::Gelu {
+            approximate: GeluApprox::Tanh,
+        },
+        &[f32t(&[5], &xs)],
+    );
     assert_f32(&got, &[5], &tanh_form, 1e-6);
+}
+
+#[test]
+fn half_precision_rows_keep_their_type() {
+    use half::f16;
+    let v = [1.0f32, 2.0, 3.0, 0.5];
+    let x = Tensor::new(
+        vec![1, 4],
+        TensorData::F16(v.iter().map(|&a| f16::from_f32(a)).collect()),
+    )
+    .unwrap();
+    let got = eval_ok(Op::Softmax { axis: -1 }, std::slice::from_ref(&x));
+    let want = softmax_f64(&v);
+    match got.data() {
+        TensorData::F16(h) => {
+            for (a, b) in h.iter().zip(&want) {
+                assert!((a.to_f32() - b).abs() < 1e-3, "{h:?} vs {want:?}");
+            }
+        }
+        d => panic!("expected f16, got {:?}", d.dtype()),
+    }
+    let out = eval_opt(
+        Op::LayerNorm {
+            axis: -1,
+            epsilon: 1e-5,
+        },
+        &[Some(x), Some(f32t(&[4], &[1.; 4])), None],
+        2,
+    );
+    // Scale of another type than the input is accepted through f32; the mean is f32.
+    let out = out.unwrap();
+    assert_eq!(out[0].dtype(), DType::F16);
+    assert_f32(&out[1], &[1, 1], &[1.625], 1e-3);
 }

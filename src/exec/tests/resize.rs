@@ -4,7 +4,13 @@
 use super::*;
 use crate::ir::{AspectPolicy, CoordTransform, NearestMode, ResizeAttrs, ResizeMode};
 
-fn resize(attrs: ResizeAttrs, x: Tensor, roi: Option<Tensor>, scales: Option<Tensor>, sizes: Option<Tensor>) -> anyhow::Result<Tensor> {
+fn resize(
+    attrs: ResizeAttrs,
+    x: Tensor,
+    roi: Option<Tensor>,
+    scales: Option<Tensor>,
+    sizes: Option<Tensor>,
+) -> anyhow::Result<Tensor> {
     Ok(eval_opt(Op::Resize(attrs), &[Some(x), roi, scales, sizes], 1)?.remove(0))
 }
 
@@ -30,7 +36,10 @@ fn nearest_upsampling_repeats_pixels() {
         None,
     )
     .unwrap();
-    let want = [1., 1., 1., 2., 2., 2., 1., 1., 1., 2., 2., 2., 3., 3., 3., 4., 4., 4., 3., 3., 3., 4., 4., 4.];
+    let want = [
+        1., 1., 1., 2., 2., 2., 1., 1., 1., 2., 2., 2., 3., 3., 3., 4., 4., 4., 3., 3., 3., 4., 4.,
+        4.,
+    ];
     assert_f32(&got, &[1, 1, 4, 6], &want, 0.0);
 }
 
@@ -128,7 +137,14 @@ fn cubic_matches_the_kernel_formula() {
     }
     // Asymmetric downsampling by 0.5 lands on grid points: plain subsampling.
     let at = attrs(ResizeMode::Cubic, CoordTransform::Asymmetric);
-    let got = resize(at, f32t(&[4], &[1., 2., 4., 8.]), None, Some(f32t(&[1], &[0.5])), None).unwrap();
+    let got = resize(
+        at,
+        f32t(&[4], &[1., 2., 4., 8.]),
+        None,
+        Some(f32t(&[1], &[0.5])),
+        None,
+    )
+    .unwrap();
     assert_f32(&got, &[2], &[1., 4.], 1e-6);
 }
 
@@ -159,11 +175,27 @@ fn aspect_policy_scales_all_axes_alike() {
         ..attrs(ResizeMode::Nearest, CoordTransform::HalfPixel)
     };
     // Sizes 4×4 from 2×4: not_larger keeps scale 1, not_smaller doubles both axes.
-    let got = resize(at(AspectPolicy::NotLarger), x.clone(), None, None, Some(i64t(&[2], &[4, 4]))).unwrap();
+    let got = resize(
+        at(AspectPolicy::NotLarger),
+        x.clone(),
+        None,
+        None,
+        Some(i64t(&[2], &[4, 4])),
+    )
+    .unwrap();
     assert_f32(&got, &[2, 4], &[1., 2., 3., 4., 5., 6., 7., 8.], 0.0);
-    let got = resize(at(AspectPolicy::NotSmaller), x.clone(), None, None, Some(i64t(&[2], &[4, 4]))).unwrap();
+    let got = resize(
+        at(AspectPolicy::NotSmaller),
+        x.clone(),
+        None,
+        None,
+        Some(i64t(&[2], &[4, 4])),
+    )
+    .unwrap();
     let xv = [1., 2., 3., 4., 5., 6., 7., 8.];
-    let want: Vec<f32> = (0..4 * 8).map(|f| xv[(f / 8) / 2 * 4 + (f % 8) / 2]).collect();
+    let want: Vec<f32> = (0..4 * 8)
+        .map(|f| xv[(f / 8) / 2 * 4 + (f % 8) / 2])
+        .collect();
     assert_f32(&got, &[4, 8], &want, 0.0);
 }
 
@@ -182,12 +214,60 @@ fn antialiased_linear_downsampling_widens_the_filter() {
 #[test]
 fn nearest_works_on_integers_and_bad_inputs_are_errors() {
     let at = attrs(ResizeMode::Nearest, CoordTransform::Asymmetric);
-    let got = resize(at.clone(), i64t(&[2], &[7, 9]), None, Some(f32t(&[1], &[2.])), None).unwrap();
+    let got = resize(
+        at.clone(),
+        i64t(&[2], &[7, 9]),
+        None,
+        Some(f32t(&[1], &[2.])),
+        None,
+    )
+    .unwrap();
     assert_i64(&got, &[4], &[7, 7, 9, 9]);
-    let both = resize(at.clone(), grid_2x2(), None, Some(f32t(&[4], &[1.; 4])), Some(i64t(&[4], &[1; 4])));
-    assert!(both.unwrap_err().to_string().contains("only one of scales and sizes"));
+    let both = resize(
+        at.clone(),
+        grid_2x2(),
+        None,
+        Some(f32t(&[4], &[1.; 4])),
+        Some(i64t(&[4], &[1; 4])),
+    );
+    assert!(
+        both.unwrap_err()
+            .to_string()
+            .contains("only one of scales and sizes")
+    );
     let neither = resize(at.clone(), grid_2x2(), None, Some(f32t(&[0], &[])), None);
-    assert!(neither.unwrap_err().to_string().contains("one of scales and sizes"));
+    assert!(
+        neither
+            .unwrap_err()
+            .to_string()
+            .contains("one of scales and sizes")
+    );
     let wrong = resize(at, grid_2x2(), None, Some(f32t(&[2], &[1., 2.])), None);
-    assert!(wrong.unwrap_err().to_string().contains("2 scales for 4 axes"));
+    assert!(
+        wrong
+            .unwrap_err()
+            .to_string()
+            .contains("2 scales for 4 axes")
+    );
+}
+
+#[test]
+fn huge_requested_sizes_are_errors() {
+    let at = attrs(ResizeMode::Nearest, CoordTransform::Asymmetric);
+    let err = resize(
+        at.clone(),
+        grid_2x2(),
+        None,
+        None,
+        Some(i64t(&[4], &[1, 1, 1 << 20, 1 << 20])),
+    );
+    assert!(err.unwrap_err().to_string().contains("too large"));
+    let err = resize(
+        at,
+        grid_2x2(),
+        None,
+        Some(f32t(&[4], &[1., 1., 1e30, 1.])),
+        None,
+    );
+    assert!(err.unwrap_err().to_string().contains("too large"));
 }

@@ -42,7 +42,9 @@ fn runs_a_small_network() {
         .unwrap();
     assert_f32(&out[0], &[2, 2], &[5.5, 0., 2.5, 0.], 0.0);
     // The same session runs again with another batch size.
-    let out = s.run(&[("x".into(), f32t(&[1, 3], &[0., 0., 1.]))]).unwrap();
+    let out = s
+        .run(&[("x".into(), f32t(&[1, 3], &[0., 0., 1.]))])
+        .unwrap();
     assert_f32(&out[0], &[1, 2], &[0.5, 0.], 0.0);
 }
 
@@ -51,7 +53,15 @@ fn inputs_are_checked_by_name_type_and_shape() {
     let mut g = Graph::new("img");
     let img = g.add_input(
         "image",
-        ty(DType::F32, &[Dim::sym("batch"), Dim::Known(3), Dim::Known(224), Dim::Known(224)]),
+        ty(
+            DType::F32,
+            &[
+                Dim::sym("batch"),
+                Dim::Known(3),
+                Dim::Known(224),
+                Dim::Known(224),
+            ],
+        ),
     );
     let mask = g.add_input("mask", ty(DType::I64, &[Dim::sym("batch")]));
     let id = g.add_op("id", Op::Identity, &[p(img)], &["out"]);
@@ -59,32 +69,63 @@ fn inputs_are_checked_by_name_type_and_shape() {
     g.outputs.extend([Port::new(id, 0), Port::new(id2, 0)]);
     let s = Session::new(&g, crate::exec::CpuBackend).unwrap();
     let good_mask = ("mask".to_string(), i64t(&[8], &[0; 8]));
-    let bad_img = ("image".to_string(), Tensor::zeros(DType::F32, vec![8, 3, 200, 224]));
-    let err = s.run(&[bad_img, good_mask.clone()]).unwrap_err().to_string();
-    assert_eq!(err, "input 'image': expected f32[batch,3,224,224], got f32[8,3,200,224]");
-    let img_ok = ("image".to_string(), Tensor::zeros(DType::F32, vec![8, 3, 224, 224]));
-    let err = s.run(&[img_ok.clone()]).unwrap_err().to_string();
-    assert_eq!(err, "input 'mask': missing");
+    let bad_img = (
+        "image".to_string(),
+        Tensor::zeros(DType::F32, vec![8, 3, 200, 224]),
+    );
     let err = s
-        .run(&[img_ok.clone(), good_mask.clone(), ("other".into(), Tensor::scalar_f32(0.))])
+        .run(&[bad_img, good_mask.clone()])
         .unwrap_err()
         .to_string();
-    assert!(err.starts_with("input 'other': not an input of the graph"), "{err}");
+    assert_eq!(
+        err,
+        "input 'image': expected f32[batch,3,224,224], got f32[8,3,200,224]"
+    );
+    let img_ok = (
+        "image".to_string(),
+        Tensor::zeros(DType::F32, vec![8, 3, 224, 224]),
+    );
+    let err = s
+        .run(std::slice::from_ref(&img_ok))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(err, "input 'mask': missing");
+    let err = s
+        .run(&[
+            img_ok.clone(),
+            good_mask.clone(),
+            ("other".into(), Tensor::scalar_f32(0.)),
+        ])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("input 'other': not an input of the graph"),
+        "{err}"
+    );
     let err = s
         .run(&[img_ok.clone(), ("mask".into(), f32t(&[8], &[0.; 8]))])
         .unwrap_err()
         .to_string();
     assert_eq!(err, "input 'mask': expected i64[batch], got f32[8]");
     let err = s
-        .run(&[("image".into(), Tensor::zeros(DType::F32, vec![3, 224, 224])), good_mask.clone()])
+        .run(&[
+            ("image".into(), Tensor::zeros(DType::F32, vec![3, 224, 224])),
+            good_mask.clone(),
+        ])
         .unwrap_err()
         .to_string();
-    assert!(err.contains("expected f32[batch,3,224,224], got f32[3,224,224]"), "{err}");
+    assert!(
+        err.contains("expected f32[batch,3,224,224], got f32[3,224,224]"),
+        "{err}"
+    );
     let err = s
         .run(&[img_ok.clone(), ("mask".into(), i64t(&[4], &[0; 4]))])
         .unwrap_err()
         .to_string();
-    assert!(err.contains("dimension 'batch' is 4 here but 8 in input 'image'"), "{err}");
+    assert!(
+        err.contains("dimension 'batch' is 4 here but 8 in input 'image'"),
+        "{err}"
+    );
     let out = s.run(&[img_ok, good_mask]).unwrap();
     assert_eq!(out[0].shape(), &[8, 3, 224, 224]);
 }
@@ -92,11 +133,21 @@ fn inputs_are_checked_by_name_type_and_shape() {
 #[test]
 fn node_failures_name_the_node_and_op() {
     let mut g = Graph::new("bad");
-    let x = g.add_input("x", ty(DType::F32, &[Dim::Known(8), Dim::Known(197), Dim::Known(384)]));
+    let x = g.add_input(
+        "x",
+        ty(
+            DType::F32,
+            &[Dim::Known(8), Dim::Known(197), Dim::Known(384)],
+        ),
+    );
     let w = g.add_const("w", Tensor::zeros(DType::F32, vec![385, 1152]));
     let mm = g.add_op("/blocks.0/MatMul", Op::MatMul, &[p(x), p(w)], &["y"]);
     g.outputs.push(Port::new(mm, 0));
-    let err = run_cpu(&g, &[("x".into(), Tensor::zeros(DType::F32, vec![8, 197, 384]))]).unwrap_err();
+    let err = run_cpu(
+        &g,
+        &[("x".into(), Tensor::zeros(DType::F32, vec![8, 197, 384]))],
+    )
+    .unwrap_err();
     assert!(matches!(err, ExecError::Node { .. }));
     assert_eq!(
         err.to_string(),
@@ -113,7 +164,11 @@ fn nodes_no_output_needs_are_not_run() {
     let out = run_cpu(&g, &[("x".into(), f32t(&[1, 3], &[0., 0., 1.]))]).unwrap();
     assert_f32(&out[0], &[1, 2], &[0.5, 0.], 0.0);
     let plan = Plan::new(&g).unwrap();
-    let names: Vec<&str> = plan.order().iter().map(|&n| g.node(n).name.as_str()).collect();
+    let names: Vec<&str> = plan
+        .order()
+        .iter()
+        .map(|&n| g.node(n).name.as_str())
+        .collect();
     assert_eq!(names, vec!["mm", "add", "relu"]);
 }
 
@@ -122,7 +177,8 @@ fn outputs_may_be_inputs_or_weights() {
     let mut g = Graph::new("pass");
     let x = g.add_input("x", ty(DType::I64, &[Dim::Known(2)]));
     let c = g.add_const("c", f32t(&[1], &[7.]));
-    g.outputs.extend([Port::new(x, 0), Port::new(c, 0), Port::new(x, 0)]);
+    g.outputs
+        .extend([Port::new(x, 0), Port::new(c, 0), Port::new(x, 0)]);
     let out = run_cpu(&g, &[("x".into(), i64t(&[2], &[1, 2]))]).unwrap();
     assert_i64(&out[0], &[2], &[1, 2]);
     assert_f32(&out[1], &[1], &[7.], 0.0);
@@ -149,7 +205,11 @@ fn plan_frees_each_value_after_its_last_reader() {
     assert_eq!(order.len(), 4);
     assert_eq!((order[0], order[3]), (a, d));
     let freed = |i: usize| -> HashSet<NodeIndex> {
-        plan.steps()[i].frees.iter().map(|&v| plan.port(v).node).collect()
+        plan.steps()[i]
+            .frees
+            .iter()
+            .map(|&v| plan.port(v).node)
+            .collect()
     };
     assert_eq!(freed(0), HashSet::from([x]));
     // a is read by both b and c: it goes after whichever runs second.
@@ -176,7 +236,10 @@ struct Counted {
 impl Counted {
     fn new(v: CpuValue, live: &Arc<AtomicUsize>) -> Counted {
         live.fetch_add(1, Ordering::SeqCst);
-        Counted { v, live: live.clone() }
+        Counted {
+            v,
+            live: live.clone(),
+        }
     }
 }
 
@@ -207,11 +270,19 @@ impl Backend for Counting {
         crate::exec::CpuBackend.download(&v.v)
     }
 
-    fn run_node(&self, node: &Node, inputs: &[Option<&Counted>]) -> Result<Vec<Counted>, ExecError> {
-        self.peak.fetch_max(self.live.load(Ordering::SeqCst), Ordering::SeqCst);
+    fn run_node(
+        &self,
+        node: &Node,
+        inputs: &[Option<&Counted>],
+    ) -> Result<Vec<Counted>, ExecError> {
+        self.peak
+            .fetch_max(self.live.load(Ordering::SeqCst), Ordering::SeqCst);
         let ins: Vec<Option<&CpuValue>> = inputs.iter().map(|i| i.map(|c| &c.v)).collect();
         let outs = crate::exec::CpuBackend.run_node(node, &ins)?;
-        Ok(outs.into_iter().map(|v| Counted::new(v, &self.live)).collect())
+        Ok(outs
+            .into_iter()
+            .map(|v| Counted::new(v, &self.live))
+            .collect())
     }
 }
 
@@ -221,7 +292,12 @@ fn a_long_chain_keeps_only_a_few_buffers_alive() {
     let x = g.add_input("x", ty(DType::F32, &[Dim::Known(4)]));
     let mut prev = x;
     for i in 0..50 {
-        prev = g.add_op(format!("n{i}"), Op::Unary(UnaryOp::Neg), &[p(prev)], &[&format!("v{i}")]);
+        prev = g.add_op(
+            format!("n{i}"),
+            Op::Unary(UnaryOp::Neg),
+            &[p(prev)],
+            &[&format!("v{i}")],
+        );
     }
     g.outputs.push(Port::new(prev, 0));
     let backend = Counting {
@@ -229,7 +305,9 @@ fn a_long_chain_keeps_only_a_few_buffers_alive() {
         peak: Arc::new(AtomicUsize::new(0)),
     };
     let s = Session::new(&g, backend.clone()).unwrap();
-    let out = s.run(&[("x".into(), f32t(&[4], &[1., 2., 3., 4.]))]).unwrap();
+    let out = s
+        .run(&[("x".into(), f32t(&[4], &[1., 2., 3., 4.]))])
+        .unwrap();
     assert_f32(&out[0], &[4], &[1., 2., 3., 4.], 0.0);
     // While a node runs, only its input is alive (its output does not exist yet).
     assert_eq!(backend.peak.load(Ordering::SeqCst), 1);
@@ -238,7 +316,15 @@ fn a_long_chain_keeps_only_a_few_buffers_alive() {
 
 #[test]
 fn constant_folding_reaches_multi_output_ops() {
-    let outs = eval_opt(Op::Split { axis: 0, sizes: None }, &[Some(i64t(&[4], &[1, 2, 3, 4]))], 2).unwrap();
+    let outs = eval_opt(
+        Op::Split {
+            axis: 0,
+            sizes: None,
+        },
+        &[Some(i64t(&[4], &[1, 2, 3, 4]))],
+        2,
+    )
+    .unwrap();
     assert_i64(&outs[0], &[2], &[1, 2]);
     assert_i64(&outs[1], &[2], &[3, 4]);
     let err = eval_opt(Op::Input, &[], 1).unwrap_err().to_string();
@@ -247,6 +333,30 @@ fn constant_folding_reaches_multi_output_ops() {
 
 #[test]
 fn missing_required_slots_are_errors_not_panics() {
-    let err = eval_opt(Op::MatMul, &[Some(f32t(&[1], &[1.])), None], 1).unwrap_err().to_string();
+    let err = eval_opt(Op::MatMul, &[Some(f32t(&[1], &[1.])), None], 1)
+        .unwrap_err()
+        .to_string();
     assert_eq!(err, "node 'n' (MatMul): missing input 1 (B)");
+}
+
+#[test]
+fn i32_and_bool_values_round_trip_through_a_session() {
+    let mut g = Graph::new("types");
+    let x = g.add_input("x", ty(DType::I32, &[Dim::Known(3)]));
+    let m = g.add_input("m", ty(DType::Bool, &[Dim::Known(3)]));
+    let neg = g.add_op("neg", Op::Unary(UnaryOp::Neg), &[p(x)], &["nx"]);
+    let zero = g.add_const("zero", i32t(&[], &[0]));
+    let sel = g.add_op("sel", Op::Where, &[p(m), p(neg), p(zero)], &["y"]);
+    g.outputs.extend([Port::new(sel, 0), Port::new(m, 0)]);
+    let out = run_cpu(
+        &g,
+        &[
+            ("x".into(), i32t(&[3], &[1, -2, i32::MIN])),
+            ("m".into(), boolt(&[3], &[true, false, true])),
+        ],
+    )
+    .unwrap();
+    // −i32::MIN wraps to itself in i32.
+    assert_eq!(out[0].data(), &TensorData::I32(vec![-1, 0, i32::MIN]));
+    assert_bool(&out[1], &[3], &[true, false, true]);
 }
