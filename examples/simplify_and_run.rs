@@ -10,7 +10,10 @@ use anyhow::Context;
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let model = PathBuf::from(args.next().context("usage: simplify_and_run MODEL.onnx [OUT.onnx]")?);
+    let model = PathBuf::from(
+        args.next()
+            .context("usage: simplify_and_run MODEL.onnx [OUT.onnx]")?,
+    );
     let out = args
         .next()
         .map(PathBuf::from)

@@ -88,20 +88,31 @@ fn truncated_model() {
     let dir = tempfile::tempdir().unwrap();
     let bytes = model("MatMul", &[3, 4], "w");
     let p = write(dir.path(), "truncated.onnx", &bytes[..bytes.len() / 2]);
-    assert_one_line_error(&glora(&["inspect", p.to_str().unwrap()]), &["truncated.onnx"]);
+    assert_one_line_error(
+        &glora(&["inspect", p.to_str().unwrap()]),
+        &["truncated.onnx"],
+    );
 }
 
 #[test]
 fn corrupt_model() {
     let dir = tempfile::tempdir().unwrap();
-    let p = write(dir.path(), "corrupt.onnx", b"\xff\xfe this is not protobuf \x00\x01\x02\xff");
+    let p = write(
+        dir.path(),
+        "corrupt.onnx",
+        b"\xff\xfe this is not protobuf \x00\x01\x02\xff",
+    );
     assert_one_line_error(&glora(&["run", p.to_str().unwrap()]), &["corrupt.onnx"]);
 }
 
 #[test]
 fn unknown_op() {
     let dir = tempfile::tempdir().unwrap();
-    let p = write(dir.path(), "unknown.onnx", &model("FrobnicateOp", &[3, 4], "w"));
+    let p = write(
+        dir.path(),
+        "unknown.onnx",
+        &model("FrobnicateOp", &[3, 4], "w"),
+    );
     assert_one_line_error(
         &glora(&["inspect", p.to_str().unwrap()]),
         &["unknown.onnx", "'mm'", "FrobnicateOp"],
@@ -111,9 +122,18 @@ fn unknown_op() {
 #[test]
 fn missing_initializer() {
     let dir = tempfile::tempdir().unwrap();
-    let p = write(dir.path(), "missing.onnx", &model("MatMul", &[3, 4], "w_missing"));
+    let p = write(
+        dir.path(),
+        "missing.onnx",
+        &model("MatMul", &[3, 4], "w_missing"),
+    );
     assert_one_line_error(
-        &glora(&["convert", p.to_str().unwrap(), "-o", dir.path().join("o.onnx").to_str().unwrap()]),
+        &glora(&[
+            "convert",
+            p.to_str().unwrap(),
+            "-o",
+            dir.path().join("o.onnx").to_str().unwrap(),
+        ]),
         &["missing.onnx", "'mm'", "w_missing"],
     );
     assert!(!dir.path().join("o.onnx").exists());
@@ -123,7 +143,10 @@ fn missing_initializer() {
 fn shape_mismatch_in_model() {
     let dir = tempfile::tempdir().unwrap();
     let p = write(dir.path(), "mismatch.onnx", &model("MatMul", &[5, 4], "w"));
-    assert_one_line_error(&glora(&["run", p.to_str().unwrap()]), &["mismatch.onnx", "mm"]);
+    assert_one_line_error(
+        &glora(&["run", p.to_str().unwrap()]),
+        &["mismatch.onnx", "mm"],
+    );
 }
 
 #[test]
@@ -137,11 +160,17 @@ fn shape_mismatch_of_input() {
     let x = dir.path().join("x.safetensors");
     glora::io::write_safetensors(
         &x,
-        &[("x".into(), glora::ir::Tensor::from_f32(vec![2, 5], vec![0.0; 10]).unwrap())],
+        &[(
+            "x".into(),
+            glora::ir::Tensor::from_f32(vec![2, 5], vec![0.0; 10]).unwrap(),
+        )],
     )
     .unwrap();
     let arg = format!("x={}", x.display());
-    assert_one_line_error(&glora(&["run", p.to_str().unwrap(), "--input", &arg]), &["'x'"]);
+    assert_one_line_error(
+        &glora(&["run", p.to_str().unwrap(), "--input", &arg]),
+        &["'x'"],
+    );
 }
 
 #[test]

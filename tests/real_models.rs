@@ -19,7 +19,13 @@ fn max_abs(out: &str) -> f64 {
 
 fn verify_ours(model: &str, extra: &[&str]) {
     let Some(m) = fixture(model) else { return };
-    let mut args = vec!["verify", m.to_str().unwrap(), "--ours", "--tolerance", "1e-4"];
+    let mut args = vec![
+        "verify",
+        m.to_str().unwrap(),
+        "--ours",
+        "--tolerance",
+        "1e-4",
+    ];
     args.extend_from_slice(extra);
     let o = glora(&args);
     let out = stdout(&o);
@@ -51,7 +57,8 @@ fn convert_and_verify(model: &str, extra: &[&str]) {
         assert!(o.status.success(), "batch {batch}: {out}\n{}", stderr(&o));
     }
     if let Some(py) = python_with_onnx() {
-        onnx_check(&py, &conv).unwrap_or_else(|e| panic!("onnx checker rejects our export of {model}: {e}"));
+        onnx_check(&py, &conv)
+            .unwrap_or_else(|e| panic!("onnx checker rejects our export of {model}: {e}"));
     }
 }
 
@@ -60,8 +67,16 @@ fn linear_layers(model: &str) -> Option<usize> {
     let o = glora(&["inspect", m.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
-    let line = out.lines().find(|l| l.starts_with("linear layers:")).expect("inspect prints the linear layer count");
-    Some(line.trim_start_matches("linear layers:").trim().parse().unwrap())
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("linear layers:"))
+        .expect("inspect prints the linear layer count");
+    Some(
+        line.trim_start_matches("linear layers:")
+            .trim()
+            .parse()
+            .unwrap(),
+    )
 }
 
 const DINO: &str = "models/dinov2-vits14-focus.onnx";

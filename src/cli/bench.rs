@@ -39,9 +39,16 @@ pub fn run(b: Bench) -> anyhow::Result<ExitCode> {
 }
 
 fn forward(a: ForwardArgs) -> anyhow::Result<ExitCode> {
-    let threads = a.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().ok();
-    tract_linalg::multithread::set_default_executor(tract_linalg::multithread::Executor::multithread(threads));
+    let threads = a
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()
+        .ok();
+    tract_linalg::multithread::set_default_executor(
+        tract_linalg::multithread::Executor::multithread(threads),
+    );
 
     let mut g = common::import(&a.model, &a.inputs.shapes)?;
     let inputs = common::inputs(&g, &a.inputs)?;
@@ -53,15 +60,37 @@ fn forward(a: ForwardArgs) -> anyhow::Result<ExitCode> {
     let ours = crate::exec::Session::new(&g, crate::exec::CpuBackend)?;
     let tract = TractModel::load(&a.model, &inputs)?;
 
-    let shapes: Vec<String> = inputs.iter().map(|(n, t)| format!("{n}={:?}", t.shape())).collect();
-    println!("model {}  inputs {}  threads {threads}", a.model.display(), shapes.join(" "));
-    let t_ours = time_runs("glora", a.warmup, a.iters, || ours.run(&inputs).map(drop).map_err(Into::into))?;
-    let t_tract = time_runs("tract", a.warmup, a.iters, || tract.run(&inputs).map(drop).map_err(Into::into))?;
-    println!("{:<8} {:>10} {:>10} {:>10}", "runtime", "median ms", "min ms", "max ms");
+    let shapes: Vec<String> = inputs
+        .iter()
+        .map(|(n, t)| format!("{n}={:?}", t.shape()))
+        .collect();
+    println!(
+        "model {}  inputs {}  threads {threads}",
+        a.model.display(),
+        shapes.join(" ")
+    );
+    let t_ours = time_runs("glora", a.warmup, a.iters, || {
+        ours.run(&inputs).map(drop).map_err(Into::into)
+    })?;
+    let t_tract = time_runs("tract", a.warmup, a.iters, || {
+        tract.run(&inputs).map(drop).map_err(Into::into)
+    })?;
+    println!(
+        "{:<8} {:>10} {:>10} {:>10}",
+        "runtime", "median ms", "min ms", "max ms"
+    );
     for (name, t) in [("glora", &t_ours), ("tract", &t_tract)] {
-        println!("{name:<8} {:>10.1} {:>10.1} {:>10.1}", t.median * 1e3, t.min * 1e3, t.max * 1e3);
+        println!(
+            "{name:<8} {:>10.1} {:>10.1} {:>10.1}",
+            t.median * 1e3,
+            t.min * 1e3,
+            t.max * 1e3
+        );
     }
-    println!("ratio glora/tract (median): {:.2}", t_ours.median / t_tract.median);
+    println!(
+        "ratio glora/tract (median): {:.2}",
+        t_ours.median / t_tract.median
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -90,8 +119,14 @@ fn time_runs(
     }
     pb.finish_and_clear();
     times.sort_by(f64::total_cmp);
+    let mid = times.len() / 2;
+    let median = if times.len() % 2 == 0 {
+        (times[mid - 1] + times[mid]) / 2.0
+    } else {
+        times[mid]
+    };
     Ok(Timing {
-        median: times[times.len() / 2],
+        median,
         min: times[0],
         max: times[times.len() - 1],
     })

@@ -1,7 +1,7 @@
 //! What several subcommands share: input-related flags, loading a model with optional
 //! concrete input shapes, choosing inputs, and progress spinners.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -41,8 +41,12 @@ pub fn import(path: &Path, shapes: &[(String, Vec<usize>)]) -> anyhow::Result<Gr
     let mut g = crate::onnx::import_file(path)?;
     sp.finish_and_clear();
     if !shapes.is_empty() {
-        let known = concrete_input_shapes(&g, shapes, 1, 1).with_context(|| path.display().to_string())?;
-        for (name, _, dims) in known.iter().filter(|(n, _, _)| shapes.iter().any(|(s, _)| s == n)) {
+        let known =
+            concrete_input_shapes(&g, shapes, 1, 1).with_context(|| path.display().to_string())?;
+        for (name, _, dims) in known
+            .iter()
+            .filter(|(n, _, _)| shapes.iter().any(|(s, _)| s == n))
+        {
             g.set_input_shape(name, Shape::known(dims))?;
         }
         crate::ir::infer::infer_types(&mut g).with_context(|| path.display().to_string())?;
@@ -53,7 +57,8 @@ pub fn import(path: &Path, shapes: &[(String, Vec<usize>)]) -> anyhow::Result<Gr
 /// Runs the standard simplification passes, evaluating constants on the CPU.
 pub fn optimize(g: &mut Graph, path: &Path) -> anyhow::Result<Vec<crate::passes::PassReport>> {
     let sp = spinner("simplifying the graph".to_string());
-    let r = crate::passes::optimize(g, &crate::exec::CpuBackend).with_context(|| path.display().to_string());
+    let r = crate::passes::optimize(g, &crate::exec::CpuBackend)
+        .with_context(|| path.display().to_string());
     sp.finish_and_clear();
     r
 }
@@ -70,7 +75,9 @@ pub fn inputs(g: &Graph, flags: &InputFlags) -> anyhow::Result<Vec<(String, Tens
         let t = match tensors.iter().find(|(n, _)| n == name) {
             Some((_, t)) => t.clone(),
             None if tensors.len() == 1 => tensors[0].1.clone(),
-            None => anyhow::bail!("{file}: no tensor named '{name}' (and more than one tensor in the file)"),
+            None => anyhow::bail!(
+                "{file}: no tensor named '{name}' (and more than one tensor in the file)"
+            ),
         };
         given.push((name.to_string(), t));
     }
@@ -82,7 +89,10 @@ pub fn inputs(g: &Graph, flags: &InputFlags) -> anyhow::Result<Vec<(String, Tens
     let concrete = concrete_input_shapes(g, &shapes, flags.batch, flags.seq)?;
     let mut out = random_inputs(&concrete, flags.seed);
     for (name, t) in given {
-        let slot = out.iter_mut().find(|(n, _)| *n == name).expect("every named input was resolved");
+        let slot = out
+            .iter_mut()
+            .find(|(n, _)| *n == name)
+            .expect("every named input was resolved");
         slot.1 = t;
     }
     Ok(out)
@@ -91,7 +101,9 @@ pub fn inputs(g: &Graph, flags: &InputFlags) -> anyhow::Result<Vec<(String, Tens
 /// A spinner on stderr for work that takes a while; hidden when stderr is not a terminal.
 pub fn spinner(msg: String) -> ProgressBar {
     let sp = ProgressBar::new_spinner();
-    sp.set_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("valid template"));
+    sp.set_style(
+        ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("valid template"),
+    );
     sp.set_message(msg);
     sp.enable_steady_tick(Duration::from_millis(120));
     sp
@@ -107,12 +119,6 @@ pub fn bar(n: u64, msg: &str) -> ProgressBar {
     );
     pb.set_message(msg.to_string());
     pb
-}
-
-/// `path` with its extension replaced, for default output names.
-pub fn sibling(path: &Path, suffix: &str) -> PathBuf {
-    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    path.with_file_name(format!("{stem}{suffix}"))
 }
 
 /// One-line statistics of a tensor: shape, dtype, min, max, mean, std.

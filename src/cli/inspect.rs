@@ -37,13 +37,21 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     names.sort();
     names.dedup();
     for n in names {
-        let (b, f) = (before.get(n).copied().unwrap_or(0), after.get(n).copied().unwrap_or(0));
+        let (b, f) = (
+            before.get(n).copied().unwrap_or(0),
+            after.get(n).copied().unwrap_or(0),
+        );
         println!("  {n:<22} {b:>6} -> {f:<6}");
     }
     let layers = crate::passes::find_linear_layers(&g);
     println!("linear layers: {}", layers.len());
     if !layers.is_empty() {
-        let w = layers.iter().map(|l| l.name.len()).max().unwrap_or(4).max(4);
+        let w = layers
+            .iter()
+            .map(|l| l.name.len())
+            .max()
+            .unwrap_or(4)
+            .max(4);
         println!("  {:<w$}  {:>6}  {:>6}  bias", "name", "in", "out");
         for l in &layers {
             println!(
@@ -62,5 +70,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
 }
 
 fn ty(t: &Option<crate::ir::TensorType>) -> String {
-    t.as_ref().map(|t| t.to_string()).unwrap_or_else(|| "?".into())
+    t.as_ref()
+        .map(|t| t.to_string())
+        .unwrap_or_else(|| "?".into())
 }

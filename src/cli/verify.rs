@@ -44,7 +44,11 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             let m = TractModel::load(other, &inputs)?;
             let y = m.run(&inputs)?;
             sp.finish_and_clear();
-            (format!("tract on {}", other.display()), y, m.output_names().to_vec())
+            (
+                format!("tract on {}", other.display()),
+                y,
+                m.output_names().to_vec(),
+            )
         }
         None => {
             let (y, n) = run_ours(g, &inputs, &a)?;
@@ -86,7 +90,10 @@ fn run_ours(
 /// Puts `got` into the order of `names` when every name is found; otherwise keeps
 /// positions (models whose outputs were renamed).
 fn align(names: &[String], got_names: &[String], got: Vec<Tensor>) -> Vec<Tensor> {
-    let idx: Option<Vec<usize>> = names.iter().map(|n| got_names.iter().position(|g| g == n)).collect();
+    let idx: Option<Vec<usize>> = names
+        .iter()
+        .map(|n| got_names.iter().position(|g| g == n))
+        .collect();
     match idx {
         Some(idx) => idx.into_iter().map(|i| got[i].clone()).collect(),
         None => got,
@@ -95,7 +102,10 @@ fn align(names: &[String], got_names: &[String], got: Vec<Tensor>) -> Vec<Tensor
 
 fn print_rows(rows: &[Comparison], tol: f64) {
     let w = rows.iter().map(|r| r.name.len()).max().unwrap_or(6).max(6);
-    println!("  {:<w$}  {:<20}  {:>11}  {:>11}", "output", "shape", "max abs", "max rel");
+    println!(
+        "  {:<w$}  {:<20}  {:>11}  {:>11}",
+        "output", "shape", "max abs", "max rel"
+    );
     for r in rows {
         let shape = if r.shape_a == r.shape_b {
             format!("{:?}", r.shape_a)

@@ -24,7 +24,10 @@ pub fn read_safetensors(path: &Path) -> anyhow::Result<Vec<(String, Tensor)>> {
                 Dtype::I64 => DType::I64,
                 Dtype::I32 => DType::I32,
                 Dtype::BOOL => DType::Bool,
-                other => anyhow::bail!("{}: tensor '{name}' has unsupported type {other:?}", path.display()),
+                other => anyhow::bail!(
+                    "{}: tensor '{name}' has unsupported type {other:?}",
+                    path.display()
+                ),
             };
             let t = Tensor::from_le_bytes(dtype, v.shape().to_vec(), v.data())
                 .map_err(|e| anyhow::anyhow!("{}: tensor '{name}': {e}", path.display()))?;
@@ -35,7 +38,10 @@ pub fn read_safetensors(path: &Path) -> anyhow::Result<Vec<(String, Tensor)>> {
 
 /// Writes tensors to a safetensors file atomically.
 pub fn write_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> anyhow::Result<()> {
-    let bytes: Vec<(String, Vec<u8>)> = tensors.iter().map(|(n, t)| (n.clone(), t.to_le_bytes())).collect();
+    let bytes: Vec<(String, Vec<u8>)> = tensors
+        .iter()
+        .map(|(n, t)| (n.clone(), t.to_le_bytes()))
+        .collect();
     let views = tensors
         .iter()
         .zip(&bytes)
@@ -65,10 +71,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("t.safetensors");
         let ts = vec![
-            ("a".to_string(), Tensor::from_f32(vec![2, 2], vec![1.0, -2.0, 3.5, 0.0]).unwrap()),
-            ("b".to_string(), Tensor::from_i64(vec![3], vec![-1, 0, 1 << 40]).unwrap()),
-            ("c".to_string(), Tensor::new(vec![2], TensorData::Bool(vec![true, false])).unwrap()),
-            ("d".to_string(), Tensor::new(vec![1], TensorData::I32(vec![-7])).unwrap()),
+            (
+                "a".to_string(),
+                Tensor::from_f32(vec![2, 2], vec![1.0, -2.0, 3.5, 0.0]).unwrap(),
+            ),
+            (
+                "b".to_string(),
+                Tensor::from_i64(vec![3], vec![-1, 0, 1 << 40]).unwrap(),
+            ),
+            (
+                "c".to_string(),
+                Tensor::new(vec![2], TensorData::Bool(vec![true, false])).unwrap(),
+            ),
+            (
+                "d".to_string(),
+                Tensor::new(vec![1], TensorData::I32(vec![-7])).unwrap(),
+            ),
         ];
         write_safetensors(&p, &ts).unwrap();
         assert_eq!(read_safetensors(&p).unwrap(), ts);

@@ -113,7 +113,12 @@ impl Graph {
     /// Adds an `Op::Input` node and registers it as the next graph input.
     pub fn add_input(&mut self, name: impl Into<String>, ty: TensorType) -> NodeIndex {
         let name = name.into();
-        let id = self.g.add_node(Node::new(name.clone(), Op::Input, 0, vec![Value::typed(name, ty)]));
+        let id = self.g.add_node(Node::new(
+            name.clone(),
+            Op::Input,
+            0,
+            vec![Value::typed(name, ty)],
+        ));
         self.inputs.push(id);
         id
     }
@@ -122,8 +127,12 @@ impl Graph {
     pub fn add_const(&mut self, name: impl Into<String>, t: Tensor) -> NodeIndex {
         let name = name.into();
         let ty = TensorType::new(t.dtype(), t.ir_shape());
-        self.g
-            .add_node(Node::new(name.clone(), Op::Const(t), 0, vec![Value::typed(name, ty)]))
+        self.g.add_node(Node::new(
+            name.clone(),
+            Op::Const(t),
+            0,
+            vec![Value::typed(name, ty)],
+        ))
     }
 
     /// Adds a node computing `op` on `inputs` (slot i gets `inputs[i]`, `None` leaves
@@ -319,7 +328,9 @@ impl Graph {
         let used: HashSet<&str> = self
             .g
             .node_weights()
-            .flat_map(|n| std::iter::once(n.name.as_str()).chain(n.outputs.iter().map(|v| v.name.as_str())))
+            .flat_map(|n| {
+                std::iter::once(n.name.as_str()).chain(n.outputs.iter().map(|v| v.name.as_str()))
+            })
             .collect();
         if !used.contains(base) {
             return base.to_string();
@@ -366,7 +377,10 @@ impl Graph {
             for e in self.g.edges_directed(id, Direction::Incoming) {
                 let w = e.weight();
                 if w.to_slot >= n.num_inputs {
-                    return Err(err(n, format!("edge into slot {} of {} slots", w.to_slot, n.num_inputs)));
+                    return Err(err(
+                        n,
+                        format!("edge into slot {} of {} slots", w.to_slot, n.num_inputs),
+                    ));
                 }
                 if std::mem::replace(&mut seen[w.to_slot], true) {
                     return Err(err(n, format!("input slot {} is fed twice", w.to_slot)));
@@ -375,13 +389,21 @@ impl Graph {
                 if w.from_slot >= src.outputs.len() {
                     return Err(err(
                         n,
-                        format!("reads output {} of '{}', which has {}", w.from_slot, src.name, src.outputs.len()),
+                        format!(
+                            "reads output {} of '{}', which has {}",
+                            w.from_slot,
+                            src.name,
+                            src.outputs.len()
+                        ),
                     ));
                 }
             }
             for (slot, connected) in seen.iter().enumerate() {
                 if !connected && super::infer::input_required(&n.op, slot) {
-                    return Err(err(n, format!("required input {slot} of {} is not connected", n.op.name())));
+                    return Err(err(
+                        n,
+                        format!("required input {slot} of {} is not connected", n.op.name()),
+                    ));
                 }
             }
             if matches!(n.op, Op::Input | Op::Const(_) | Op::Param(_)) && n.num_inputs != 0 {
@@ -389,23 +411,33 @@ impl Graph {
             }
             for v in &n.outputs {
                 if let Some(other) = names.insert(v.name.as_str(), n.name.as_str()) {
-                    return Err(err(n, format!("value name '{}' is also produced by '{other}'", v.name)));
+                    return Err(err(
+                        n,
+                        format!("value name '{}' is also produced by '{other}'", v.name),
+                    ));
                 }
             }
         }
         for &i in &self.inputs {
             if !self.g.contains_node(i) || !matches!(self.g[i].op, Op::Input) {
-                return Err(GraphError::Other(format!("graph input {i:?} is not an Input node")));
+                return Err(GraphError::Other(format!(
+                    "graph input {i:?} is not an Input node"
+                )));
             }
         }
         for id in self.g.node_indices() {
             if matches!(self.g[id].op, Op::Input) && !self.inputs.contains(&id) {
-                return Err(err(&self.g[id], "Input node missing from the graph's input list".into()));
+                return Err(err(
+                    &self.g[id],
+                    "Input node missing from the graph's input list".into(),
+                ));
             }
         }
         for o in &self.outputs {
             if !self.g.contains_node(o.node) || o.slot >= self.g[o.node].outputs.len() {
-                return Err(GraphError::Other(format!("graph output {o:?} does not exist")));
+                return Err(GraphError::Other(format!(
+                    "graph output {o:?} does not exist"
+                )));
             }
         }
         self.topo_order()?;
@@ -422,11 +454,10 @@ impl Graph {
             .find(|&i| self.g[i].name == name)
             .ok_or_else(|| GraphError::Other(format!("'{name}' is not an input of the graph")))?;
         let v = &mut self.g[id].outputs[0];
-        let dtype = v
-            .ty
-            .as_ref()
-            .map(|t| t.dtype)
-            .ok_or_else(|| GraphError::Other(format!("input '{name}' has no declared type")))?;
+        let dtype =
+            v.ty.as_ref()
+                .map(|t| t.dtype)
+                .ok_or_else(|| GraphError::Other(format!("input '{name}' has no declared type")))?;
         v.ty = Some(TensorType::new(dtype, shape));
         Ok(())
     }

@@ -111,6 +111,8 @@ pub enum CoordTransform {
     AlignCorners,
     Asymmetric,
     TfCropAndResize,
+    /// `(y + 0.5) / scale`, defined by Resize-11 only.
+    TfHalfPixelForNn,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -181,12 +183,19 @@ pub enum Op {
     /// `x`, `min?`, `max?` (scalars).
     Clip,
     /// `x`: softmax along `axis` (opset-13 semantics).
-    Softmax { axis: i64 },
+    Softmax {
+        axis: i64,
+    },
     /// `x`, `scale`, `bias?`: normalise over axes `axis..rank`. Outputs: `y`, `mean?`,
     /// `inv_std_dev?` (the last two with the reduced axes kept as size 1).
-    LayerNorm { axis: i64, epsilon: f32 },
+    LayerNorm {
+        axis: i64,
+        epsilon: f32,
+    },
     /// `x`: GELU, produced by fusion of its Erf (or tanh) decomposition.
-    Gelu { approximate: GeluApprox },
+    Gelu {
+        approximate: GeluApprox,
+    },
     /// `x`: reduce over `axes` (None: all axes, unless `noop_with_empty_axes`).
     Reduce {
         op: ReduceOp,
@@ -195,40 +204,66 @@ pub enum Op {
         noop_with_empty_axes: bool,
     },
     /// `x`, `shape` (i64; 0 copies the input dim unless `allowzero`, -1 is inferred).
-    Reshape { allowzero: bool },
+    Reshape {
+        allowzero: bool,
+    },
     /// `x`: permute axes (None: reverse them).
-    Transpose { perm: Option<Vec<usize>> },
+    Transpose {
+        perm: Option<Vec<usize>>,
+    },
     /// `x0`, `x1`, …: concatenate along `axis`.
-    Concat { axis: i64 },
+    Concat {
+        axis: i64,
+    },
     /// `x`: split along `axis` into one piece per output; `sizes` None means equal
     /// pieces (the last one smaller when the size does not divide).
-    Split { axis: i64, sizes: Option<Vec<usize>> },
+    Split {
+        axis: i64,
+        sizes: Option<Vec<usize>>,
+    },
     /// `x`, `indices` (i64/i32, negative counts from the end).
-    Gather { axis: i64 },
+    Gather {
+        axis: i64,
+    },
     /// `x`, `starts`, `ends`, `axes?`, `steps?` (opset ≥ 10 form).
     Slice,
     /// `x`: remove size-1 axes (None: all of them).
-    Squeeze { axes: Option<Vec<i64>> },
+    Squeeze {
+        axes: Option<Vec<i64>>,
+    },
     /// `x`: insert size-1 axes at `axes` (positions in the output).
-    Unsqueeze { axes: Vec<i64> },
+    Unsqueeze {
+        axes: Vec<i64>,
+    },
     /// `x`: to 2-D `[prod(dims[..axis]), prod(dims[axis..])]`.
-    Flatten { axis: i64 },
+    Flatten {
+        axis: i64,
+    },
     /// `x`: its shape as a 1-D i64 tensor, sliced by `start..end`.
-    Shape { start: i64, end: Option<i64> },
+    Shape {
+        start: i64,
+        end: Option<i64>,
+    },
     /// `x`: convert to `to`.
-    Cast { to: DType },
+    Cast {
+        to: DType,
+    },
     /// `cond`, `a`, `b`: elementwise select with broadcasting.
     Where,
     /// `x`, `shape`: broadcast to `shape` (numpy rules, both ways).
     Expand,
     /// `shape`: a tensor of that shape filled with `value` (a one-element tensor).
-    ConstantOfShape { value: Tensor },
+    ConstantOfShape {
+        value: Tensor,
+    },
     /// `x`
     Identity,
     /// `start`, `limit`, `delta` (scalars).
     Range,
     /// `x`, `scale`, `bias`, `mean`, `var`: inference-mode batch normalisation over axis 1.
-    BatchNorm { epsilon: f32 },
+    BatchNorm {
+        epsilon: f32,
+    },
     /// `x`, `roi?`, `scales?`, `sizes?`.
     Resize(ResizeAttrs),
 }

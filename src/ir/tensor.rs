@@ -246,9 +246,13 @@ impl Tensor {
     }
 
     /// Decodes little-endian bytes. Makes no alignment assumption about `bytes`.
-    pub fn from_le_bytes(dtype: DType, shape: Vec<usize>, bytes: &[u8]) -> Result<Tensor, TensorError> {
+    pub fn from_le_bytes(
+        dtype: DType,
+        shape: Vec<usize>,
+        bytes: &[u8],
+    ) -> Result<Tensor, TensorError> {
         let w = dtype.size_of();
-        if bytes.len() % w != 0 {
+        if !bytes.len().is_multiple_of(w) {
             return Err(TensorError::Bytes {
                 len: bytes.len(),
                 dtype,

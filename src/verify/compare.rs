@@ -56,7 +56,11 @@ fn compare_one(name: &str, a: &Tensor, b: &Tensor) -> Comparison {
         }
     }
     c.max_abs = max_abs;
-    c.max_rel = if scale > 0.0 { max_abs / scale } else { max_abs };
+    c.max_rel = if scale > 0.0 {
+        max_abs / scale
+    } else {
+        max_abs
+    };
     c
 }
 
@@ -78,9 +82,25 @@ mod tests {
     fn shape_mismatch_and_lone_nan_are_infinite() {
         let a = Tensor::from_f32(vec![2], vec![1.0, f32::NAN]).unwrap();
         let b = Tensor::from_f32(vec![2], vec![1.0, 0.0]).unwrap();
-        assert!(compare_outputs(&["y".into()], &[a.clone()], &[b])[0].max_abs.is_infinite());
+        assert!(
+            compare_outputs(&["y".into()], std::slice::from_ref(&a), &[b])[0]
+                .max_abs
+                .is_infinite()
+        );
         let c = Tensor::from_f32(vec![1, 2], vec![1.0, f32::NAN]).unwrap();
-        assert!(compare_outputs(&["y".into()], &[a.clone()], &[c])[0].max_abs.is_infinite());
-        assert_eq!(compare_outputs(&["y".into()], &[a.clone()], &[a])[0].max_abs, 0.0);
+        assert!(
+            compare_outputs(&["y".into()], std::slice::from_ref(&a), &[c])[0]
+                .max_abs
+                .is_infinite()
+        );
+        assert_eq!(
+            compare_outputs(
+                &["y".into()],
+                std::slice::from_ref(&a),
+                std::slice::from_ref(&a)
+            )[0]
+            .max_abs,
+            0.0
+        );
     }
 }

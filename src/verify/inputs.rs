@@ -15,16 +15,27 @@ pub enum InputError {
     #[error("--shape names '{0}', which is not an input of the model (inputs: {1})")]
     Unknown(String, String),
     #[error("input '{name}' has rank {rank}, but --shape gives {given} dimensions")]
-    Rank { name: String, rank: usize, given: usize },
+    Rank {
+        name: String,
+        rank: usize,
+        given: usize,
+    },
     #[error("input '{name}' has size {want} on axis {axis}, but --shape gives {got}")]
-    Dim { name: String, axis: usize, want: usize, got: usize },
+    Dim {
+        name: String,
+        axis: usize,
+        want: usize,
+        got: usize,
+    },
     #[error("input '{0}' has no declared type")]
     Untyped(String),
 }
 
 /// Parses `NAME=1x3x224x224` (also `NAME=1,3,224,224`; `NAME=` alone is a scalar).
 pub fn parse_shape(s: &str) -> Result<(String, Vec<usize>), InputError> {
-    let (name, dims) = s.split_once('=').ok_or_else(|| InputError::Syntax(s.into()))?;
+    let (name, dims) = s
+        .split_once('=')
+        .ok_or_else(|| InputError::Syntax(s.into()))?;
     if name.is_empty() {
         return Err(InputError::Syntax(s.into()));
     }
@@ -32,7 +43,11 @@ pub fn parse_shape(s: &str) -> Result<(String, Vec<usize>), InputError> {
         vec![]
     } else {
         dims.split(['x', ','])
-            .map(|d| d.trim().parse::<usize>().map_err(|_| InputError::Syntax(s.into())))
+            .map(|d| {
+                d.trim()
+                    .parse::<usize>()
+                    .map_err(|_| InputError::Syntax(s.into()))
+            })
             .collect::<Result<Vec<_>, _>>()?
     };
     Ok((name.to_string(), dims))
@@ -122,16 +137,23 @@ pub fn random_inputs(shapes: &[(String, DType, Vec<usize>)], seed: u64) -> Vec<(
                 DType::F32 | DType::F16 | DType::BF16 => {
                     let v: Vec<f32> = (0..n).map(|_| normal(&mut rng)).collect();
                     match dtype {
-                        DType::F16 => TensorData::F16(v.iter().map(|&x| half::f16::from_f32(x)).collect()),
-                        DType::BF16 => TensorData::BF16(v.iter().map(|&x| half::bf16::from_f32(x)).collect()),
+                        DType::F16 => {
+                            TensorData::F16(v.iter().map(|&x| half::f16::from_f32(x)).collect())
+                        }
+                        DType::BF16 => {
+                            TensorData::BF16(v.iter().map(|&x| half::bf16::from_f32(x)).collect())
+                        }
                         _ => TensorData::F32(v),
                     }
                 }
                 DType::I64 => TensorData::I64(ints(&mut rng)),
-                DType::I32 => TensorData::I32(ints(&mut rng).into_iter().map(|x| x as i32).collect()),
+                DType::I32 => {
+                    TensorData::I32(ints(&mut rng).into_iter().map(|x| x as i32).collect())
+                }
                 DType::Bool => TensorData::Bool((0..n).map(|_| rng.random::<bool>()).collect()),
             };
-            let t = Tensor::new(dims.clone(), data).expect("length matches the shape by construction");
+            let t =
+                Tensor::new(dims.clone(), data).expect("length matches the shape by construction");
             (name.clone(), t)
         })
         .collect()
@@ -153,7 +175,10 @@ mod tests {
         let mut g = Graph::new("t");
         g.add_input(
             "image",
-            TensorType::new(DType::F32, Shape(vec![Dim::sym("batch"), Dim::Known(3), Dim::Known(4)])),
+            TensorType::new(
+                DType::F32,
+                Shape(vec![Dim::sym("batch"), Dim::Known(3), Dim::Known(4)]),
+            ),
         );
         g.add_input(
             "attention_mask",
@@ -164,7 +189,10 @@ mod tests {
 
     #[test]
     fn parses_shapes() {
-        assert_eq!(parse_shape("x=1x3x224x224").unwrap(), ("x".into(), vec![1, 3, 224, 224]));
+        assert_eq!(
+            parse_shape("x=1x3x224x224").unwrap(),
+            ("x".into(), vec![1, 3, 224, 224])
+        );
         assert_eq!(parse_shape("x=2,5").unwrap(), ("x".into(), vec![2, 5]));
         assert_eq!(parse_shape("x=").unwrap(), ("x".into(), vec![]));
         assert!(parse_shape("x").is_err());

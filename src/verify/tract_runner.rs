@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tract_onnx::prelude::{
-    DatumType, Framework, InferenceFact, InferenceModelExt, IntoRunnable, IntoTValue, Tensor as TTensor, TypedSimplePlan,
-    tvec,
+    DatumType, Framework, InferenceFact, InferenceModelExt, IntoRunnable, IntoTValue,
+    Tensor as TTensor, TypedSimplePlan, tvec,
 };
 
 use crate::ir::{DType, Tensor};
@@ -39,8 +39,14 @@ impl TractModel {
         let mut model = tract_onnx::onnx()
             .model_for_path(path)
             .map_err(|e| err(format!("cannot load: {}", one_line(&e))))?;
-        let outlets = model.input_outlets().map_err(|e| err(one_line(&e)))?.to_vec();
-        let names: Vec<String> = outlets.iter().map(|o| model.node(o.node).name.clone()).collect();
+        let outlets = model
+            .input_outlets()
+            .map_err(|e| err(one_line(&e)))?
+            .to_vec();
+        let names: Vec<String> = outlets
+            .iter()
+            .map(|o| model.node(o.node).name.clone())
+            .collect();
         for (ix, name) in names.iter().enumerate() {
             let (_, t) = inputs
                 .iter()
@@ -56,7 +62,10 @@ impl TractModel {
             .map_err(|e| err(one_line(&e)))?
             .iter()
             .map(|o| {
-                model.outlet_label(*o).map(str::to_string).unwrap_or_else(|| model.node(o.node).name.clone())
+                model
+                    .outlet_label(*o)
+                    .map(str::to_string)
+                    .unwrap_or_else(|| model.node(o.node).name.clone())
             })
             .collect();
         let plan = model
@@ -91,7 +100,11 @@ impl TractModel {
                 .iter()
                 .find(|(n, _)| n == name)
                 .ok_or_else(|| err(format!("no value given for input '{name}'")))?;
-            values.push(to_tract(t).map_err(|e| err(format!("input '{name}': {e}")))?.into_tvalue());
+            values.push(
+                to_tract(t)
+                    .map_err(|e| err(format!("input '{name}': {e}")))?
+                    .into_tvalue(),
+            );
         }
         let out = self.plan.run(values).map_err(|e| err(one_line(&e)))?;
         out.iter()
@@ -102,7 +115,11 @@ impl TractModel {
 }
 
 fn one_line(e: &impl std::fmt::Debug) -> String {
-    format!("{e:?}").lines().map(str::trim).collect::<Vec<_>>().join(" / ")
+    format!("{e:?}")
+        .lines()
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(" / ")
 }
 
 fn datum_type(d: DType) -> DatumType {
@@ -145,5 +162,9 @@ fn from_tract(v: &TTensor) -> Result<Tensor, String> {
 }
 
 fn view<T: tract_onnx::prelude::Datum + Copy>(v: &TTensor) -> Result<Vec<T>, String> {
-    Ok(v.to_plain_array_view::<T>().map_err(|e| one_line(&e))?.iter().copied().collect())
+    Ok(v.to_plain_array_view::<T>()
+        .map_err(|e| one_line(&e))?
+        .iter()
+        .copied()
+        .collect())
 }

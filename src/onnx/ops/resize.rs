@@ -22,13 +22,14 @@ const MODES: [(&str, ResizeMode); 3] = [
     ("cubic", ResizeMode::Cubic),
 ];
 
-const COORDS: [(&str, CoordTransform); 6] = [
+const COORDS: [(&str, CoordTransform); 7] = [
     ("half_pixel", CoordTransform::HalfPixel),
     ("half_pixel_symmetric", CoordTransform::HalfPixelSymmetric),
     ("pytorch_half_pixel", CoordTransform::PytorchHalfPixel),
     ("align_corners", CoordTransform::AlignCorners),
     ("asymmetric", CoordTransform::Asymmetric),
     ("tf_crop_and_resize", CoordTransform::TfCropAndResize),
+    ("tf_half_pixel_for_nn", CoordTransform::TfHalfPixelForNn),
 ];
 
 const NEAREST: [(&str, NearestMode); 4] = [
@@ -101,6 +102,11 @@ pub(super) fn export(cx: &mut ExportCtx, n: &ExportNode) -> Result<(), OnnxError
     let Op::Resize(a) = n.op else {
         return Err(n.err("is not a Resize"));
     };
+    if a.coord == CoordTransform::TfHalfPixelForNn {
+        return Err(n.err(
+            "uses coordinate mode tf_half_pixel_for_nn, which only Resize-11 defines; it cannot be written at opset 17 or later",
+        ));
+    }
     let attribute = resize_attrs(a);
     cx.emit_as_is(n, attribute);
     Ok(())
