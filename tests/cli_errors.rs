@@ -78,7 +78,7 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
 fn the_good_model_runs() {
     let dir = tempfile::tempdir().unwrap();
     let p = write(dir.path(), "good.onnx", &model("MatMul", &[3, 4], "w"));
-    let o = glora(&["run", p.to_str().unwrap()]);
+    let o = glora(&["run", p.to_str().unwrap(), "--random-inputs"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("output y"), "{}", stdout(&o));
 }
@@ -102,7 +102,10 @@ fn corrupt_model() {
         "corrupt.onnx",
         b"\xff\xfe this is not protobuf \x00\x01\x02\xff",
     );
-    assert_one_line_error(&glora(&["run", p.to_str().unwrap()]), &["corrupt.onnx"]);
+    assert_one_line_error(
+        &glora(&["run", p.to_str().unwrap(), "--random-inputs"]),
+        &["corrupt.onnx"],
+    );
 }
 
 #[test]
@@ -144,7 +147,7 @@ fn shape_mismatch_in_model() {
     let dir = tempfile::tempdir().unwrap();
     let p = write(dir.path(), "mismatch.onnx", &model("MatMul", &[5, 4], "w"));
     assert_one_line_error(
-        &glora(&["run", p.to_str().unwrap()]),
+        &glora(&["run", p.to_str().unwrap(), "--random-inputs"]),
         &["mismatch.onnx", "mm"],
     );
 }
@@ -154,7 +157,13 @@ fn shape_mismatch_of_input() {
     let dir = tempfile::tempdir().unwrap();
     let p = write(dir.path(), "good.onnx", &model("MatMul", &[3, 4], "w"));
     assert_one_line_error(
-        &glora(&["run", p.to_str().unwrap(), "--shape", "x=2x5"]),
+        &glora(&[
+            "run",
+            p.to_str().unwrap(),
+            "--random-inputs",
+            "--shape",
+            "x=2x5",
+        ]),
         &["good.onnx", "'x'"],
     );
     let x = dir.path().join("x.safetensors");
@@ -170,6 +179,16 @@ fn shape_mismatch_of_input() {
     assert_one_line_error(
         &glora(&["run", p.to_str().unwrap(), "--input", &arg]),
         &["'x'"],
+    );
+}
+
+#[test]
+fn run_without_inputs_asks_for_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(dir.path(), "good.onnx", &model("MatMul", &[3, 4], "w"));
+    assert_one_line_error(
+        &glora(&["run", p.to_str().unwrap()]),
+        &["good.onnx", "'x'", "--random-inputs"],
     );
 }
 

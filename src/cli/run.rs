@@ -13,6 +13,9 @@ pub struct Args {
     pub model: PathBuf,
     #[command(flatten)]
     pub inputs: InputFlags,
+    /// Fill every input not given with --input with seeded random data (see --seed).
+    #[arg(long)]
+    pub random_inputs: bool,
     /// Write the outputs to this safetensors file (named as the model names them).
     #[arg(short, long)]
     pub output: Option<PathBuf>,
@@ -21,6 +24,23 @@ pub struct Args {
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let mut g = common::import(&a.model, &a.inputs.shapes)?;
     common::optimize(&mut g, &a.model)?;
+    if !a.random_inputs {
+        let given: Vec<&str> = a
+            .inputs
+            .inputs
+            .iter()
+            .filter_map(|s| s.split_once('='))
+            .map(|(n, _)| n)
+            .collect();
+        for &i in &g.inputs {
+            let name = &g.node(i).name;
+            anyhow::ensure!(
+                given.contains(&name.as_str()),
+                "{}: input '{name}' is not given: pass --input {name}=FILE.safetensors or --random-inputs",
+                a.model.display()
+            );
+        }
+    }
     let inputs = common::inputs(&g, &a.inputs)?;
     for (n, t) in &inputs {
         println!("input  {n:<24} {}", common::summary(t));
