@@ -16,7 +16,8 @@ pub use cpu::{CpuBackend, CpuValue};
 pub use plan::{Plan, Step};
 pub use session::Session;
 
-use crate::ir::{Graph, Node, Tensor};
+use crate::glora::LayerConfig;
+use crate::ir::{GloraLinearAttrs, Graph, Node, Tensor};
 
 /// A device that holds values and computes nodes on them.
 pub trait Backend {
@@ -34,6 +35,21 @@ pub trait Backend {
         node: &Node,
         inputs: &[Option<&Self::Value>],
     ) -> Result<Vec<Self::Value>, ExecError>;
+    /// Computes a GLoRA layer under `config`, the session's run-time choice for it.
+    /// Inputs are the node's eleven slots.
+    fn run_glora_linear(
+        &self,
+        node: &Node,
+        attrs: &GloraLinearAttrs,
+        config: &LayerConfig,
+        inputs: &[Option<&Self::Value>],
+    ) -> Result<Self::Value, ExecError> {
+        let _ = (attrs, config, inputs);
+        Err(ExecError::node(
+            node,
+            format!("the {} backend cannot run GLoRA layers", self.name()),
+        ))
+    }
 }
 
 /// A failure to plan or run a graph. The message is one line naming the node and op,

@@ -1,10 +1,14 @@
 //! A session: a graph, its plan and its weights uploaded once to a backend. Each
 //! [`Session::run`] checks the host tensors fed by the caller against the graph's
 //! inputs, walks the plan with a private table of values, drops every intermediate
-//! after its last use and downloads the graph outputs.
+//! after its last use and downloads the graph outputs. The session also holds the
+//! run-time config of each GLoRA layer ([`Session::set_glora_configs`]), which a
+//! trainer may change between runs, and lets weights be replaced in place
+//! ([`Session::set_param`]).
 
 use std::collections::HashMap;
 
+use crate::glora::{LayerConfig, ModelConfig};
 use crate::ir::{DType, Dim, Graph, Op, Tensor, TensorType};
 
 use super::plan::SourceKind;
@@ -18,6 +22,10 @@ pub struct Session<B: Backend> {
     /// Uploaded weights, indexed by value id (`None` for every other value).
     weights: Vec<Option<B::Value>>,
     inputs: Vec<InputSpec>,
+    /// Stored adapter rank of each GLoRA layer of the graph, by layer name.
+    glora_ranks: HashMap<String, usize>,
+    /// The run-time config of each GLoRA layer, by layer name.
+    glora_configs: HashMap<String, LayerConfig>,
 }
 
 /// What the graph expects for one input.
@@ -65,13 +73,93 @@ impl<B: Backend> Session<B> {
                 ty: value.ty.clone(),
             });
         }
+        let glora_ranks = g
+            .node_ids()
+            .into_iter()
+            .filter_map(|id| match &g.node(id).op {
+                Op::GloraLinear(a) => Some((a.layer.clone(), a.rank)),
+                _ => None,
+            })
+            .collect();
         Ok(Session {
             graph: g.clone(),
             plan,
             backend,
             weights,
             inputs,
+            glora_ranks,
+            glora_configs: HashMap::new(),
         })
+    }
+
+    /// Configs of the GloraLinear layers, by layer name; may be changed between runs.
+    /// Layers the map does not name keep the config they had. Nothing changes when a
+    /// config names a layer the graph does not adapt or reads a rank above the
+    /// layer's stored rank.
+    pub fn set_glora_configs(&mut self, configs: &ModelConfig) -> Result<(), ExecError> {
+        for (layer, config) in configs.iter() {
+            let Some(&stored) = self.glora_ranks.get(layer) else {
+                let mut known: Vec<&str> = self.glora_ranks.keys().map(String::as_str).collect();
+                known.sort_unstable();
+                return Err(ExecError::Graph(format!(
+                    "GLoRA config names layer '{layer}', which the graph does not adapt (adapted: {})",
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                )));
+            };
+            if let Some((slot, r)) = config.lora_ranks().find(|&(_, r)| r > stored) {
+                return Err(ExecError::Graph(format!(
+                    "GLoRA layer '{layer}': option {slot} reads rank {r}, but the layer stores rank {stored}"
+                )));
+            }
+        }
+        for (layer, config) in configs.iter() {
+            self.glora_configs.insert(layer.to_string(), *config);
+        }
+        Ok(())
+    }
+
+    /// Replaces the uploaded value of the `Const` or `Param` node whose output is
+    /// named `value_name`; the new tensor must have the same type and shape.
+    pub fn set_param(&mut self, value_name: &str, t: &Tensor) -> Result<(), ExecError> {
+        let found = self.plan.sources().iter().find_map(|&(v, kind)| {
+            let p = self.plan.port(v);
+            (kind == SourceKind::Weight && self.graph.value(p).name == value_name).then_some((v, p))
+        });
+        let Some((v, port)) = found else {
+            return Err(ExecError::Input {
+                name: value_name.to_string(),
+                msg: "not a weight the session runs with".into(),
+            });
+        };
+        let node = self.graph.node(port.node);
+        let old = node.op.weight().ok_or_else(|| {
+            ExecError::Graph(format!("weight node '{}' holds no tensor", node.name))
+        })?;
+        if old.dtype() != t.dtype() || old.shape() != t.shape() {
+            return Err(ExecError::Input {
+                name: value_name.to_string(),
+                msg: format!(
+                    "expected {}, got {}",
+                    describe(old.dtype(), old.shape()),
+                    describe(t.dtype(), t.shape())
+                ),
+            });
+        }
+        let uploaded = self
+            .backend
+            .upload(t)
+            .map_err(|e| ExecError::node(node, format!("uploading the weight failed: {e}")))?;
+        self.weights[v] = Some(uploaded);
+        let node = self.graph.node_mut(port.node);
+        node.op = match node.op {
+            Op::Param(_) => Op::Param(t.clone()),
+            _ => Op::Const(t.clone()),
+        };
+        Ok(())
     }
 
     pub fn input_names(&self) -> Vec<String> {
@@ -119,7 +207,21 @@ impl<B: Backend> Session<B> {
                 .iter()
                 .map(|v| v.map(|v| self.lookup(&table, v)).transpose())
                 .collect::<Result<_, _>>()?;
-            let outs = self.backend.run_node(node, &args)?;
+            let outs = match &node.op {
+                Op::GloraLinear(a) => {
+                    let config = self.glora_configs.get(&a.layer).ok_or_else(|| {
+                        ExecError::node(
+                            node,
+                            format!(
+                                "GLoRA layer '{}' has no config: set one with set_glora_configs",
+                                a.layer
+                            ),
+                        )
+                    })?;
+                    vec![self.backend.run_glora_linear(node, a, config, &args)?]
+                }
+                _ => self.backend.run_node(node, &args)?,
+            };
             if outs.len() != step.outputs.len() {
                 return Err(ExecError::node(
                     node,

@@ -14,8 +14,9 @@
 use std::collections::HashMap;
 
 use super::{
-    AspectPolicy, AutoPad, BinaryOp, ConvAttrs, DType, Dim, GemmAttrs, Graph, GraphError, Node,
-    NodeIndex, Op, Port, ReduceOp, ResizeAttrs, Shape, Tensor, TensorData, TensorType, UnaryOp,
+    AspectPolicy, AutoPad, BinaryOp, ConvAttrs, DType, Dim, GemmAttrs, GloraLinearAttrs, Graph,
+    GraphError, Node, NodeIndex, Op, Port, ReduceOp, ResizeAttrs, Shape, Tensor, TensorData,
+    TensorType, UnaryOp, WeightLayout,
 };
 
 /// Whether input `slot` of `op` must be connected.
@@ -25,6 +26,7 @@ pub fn input_required(op: &Op, slot: usize) -> bool {
         Op::Clip => slot < 1,
         Op::Slice => slot < 3,
         Op::Resize(_) => slot < 1,
+        Op::GloraLinear(_) => slot != 2,
         _ => true,
     }
 }
@@ -676,7 +678,68 @@ fn infer_outputs(node: &Node, inputs: &[Option<InputInfo>]) -> Result<Vec<Tensor
         }
         Op::Range => single(range(&cx)?),
         Op::Resize(a) => single(resize(&cx, a)?),
+        Op::GloraLinear(a) => single(glora_linear(&cx, a)?),
     }
+}
+
+/// The shapes a GLoRA layer's weight inputs must have, by slot (x excluded).
+fn glora_input_shapes(a: &GloraLinearAttrs) -> [(usize, &'static str, Vec<usize>); 10] {
+    let (d_in, d_out, r) = (a.d_in, a.d_out, a.rank);
+    let w0 = match a.layout {
+        WeightLayout::InOut => vec![d_in, d_out],
+        WeightLayout::OutIn => vec![d_out, d_in],
+    };
+    [
+        (1, "W0", w0),
+        (2, "b0", vec![d_out]),
+        (3, "Ad", vec![d_out, r]),
+        (4, "Au", vec![r, d_in]),
+        (5, "Bd", vec![d_out, r]),
+        (6, "Bu", vec![r, d_in]),
+        (7, "Cd", vec![d_in, r]),
+        (8, "Cu", vec![r, 1]),
+        (9, "D", vec![d_out]),
+        (10, "E", vec![d_out]),
+    ]
+}
+
+/// `x` `[..., d_in]` → `[..., d_out]`; every weight input must have its exact shape
+/// and x's element type, and b0 must be present exactly when the layer has a bias.
+fn glora_linear(cx: &Cx, a: &GloraLinearAttrs) -> Result<TensorType, GraphError> {
+    let x = cx.require_float(0)?;
+    let Some(last) = x.shape.0.last() else {
+        return Err(cx.err(format!("x must have rank ≥ 1, got {x}")));
+    };
+    if conflict(last, &Dim::Known(a.d_in)) {
+        return Err(cx.err(format!(
+            "layer '{}': x {x} does not end in d_in = {}",
+            a.layer, a.d_in
+        )));
+    }
+    if cx.connected(2) != a.has_bias {
+        return Err(cx.err(format!(
+            "layer '{}' is declared with has_bias = {} but b0 is {}",
+            a.layer,
+            a.has_bias,
+            if a.has_bias { "missing" } else { "connected" }
+        )));
+    }
+    for (slot, what, expected) in glora_input_shapes(a) {
+        let Some(t) = cx.opt_ty(slot)? else { continue };
+        if t.dtype != x.dtype || t.shape != Shape::known(&expected) {
+            return Err(cx.err(format!(
+                "layer '{}': {what} (input {slot}) should be {}{}, got {t}",
+                a.layer,
+                x.dtype,
+                Shape::known(&expected)
+            )));
+        }
+    }
+    let mut out = x.shape.0.clone();
+    if let Some(d) = out.last_mut() {
+        *d = Dim::Known(a.d_out);
+    }
+    Ok(TensorType::new(x.dtype, Shape(out)))
 }
 
 /// Dimensions from the elements of a shape tensor (ConstantOfShape, Expand).

@@ -161,6 +161,31 @@ impl Default for ResizeAttrs {
     }
 }
 
+/// How the frozen weight W0 of a GLoRA layer is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WeightLayout {
+    /// `[d_in, d_out]`, as `MatMul(x, W)` reads it.
+    InOut,
+    /// `[d_out, d_in]`, as `Gemm(x, W, transB=1)` reads it (the PyTorch layout).
+    OutIn,
+}
+
+/// Attributes of a GLoRA-adapted linear layer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GloraLinearAttrs {
+    /// The layer's name, the key of its run-time config and of its adapter tensors.
+    pub layer: String,
+    pub d_in: usize,
+    pub d_out: usize,
+    /// The rank the adapter factors are stored at (the largest rank any option reads).
+    pub rank: usize,
+    pub layout: WeightLayout,
+    pub has_bias: bool,
+}
+
+/// Number of input slots of [`Op::GloraLinear`].
+pub const GLORA_LINEAR_INPUTS: usize = 11;
+
 /// One operation of the graph.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
@@ -266,6 +291,11 @@ pub enum Op {
     },
     /// `x`, `roi?`, `scales?`, `sizes?`.
     Resize(ResizeAttrs),
+    /// `x`, `w0`, `b0?`, `ad`, `au`, `bd`, `bu`, `cd`, `cu`, `d`, `e`: a linear layer
+    /// with a GLoRA adapter, `y = x·(W0 + W0⊙A + B)ᵀ + b0 + b0⊙D + E + W0·C`. W0 and
+    /// b0 are the frozen base weights; the other eight are the adapter tensors. Which
+    /// option each term takes is run-time state of the executor, not an attribute.
+    GloraLinear(GloraLinearAttrs),
 }
 
 impl Op {
@@ -326,6 +356,7 @@ impl Op {
             Op::Range => "Range",
             Op::BatchNorm { .. } => "BatchNormalization",
             Op::Resize(_) => "Resize",
+            Op::GloraLinear(_) => "GloraLinear",
         }
     }
 

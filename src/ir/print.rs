@@ -167,6 +167,10 @@ fn op_attrs(op: &Op) -> String {
             }
             s
         }
+        Op::GloraLinear(a) => format!(
+            "layer={}, d_in={}, d_out={}, rank={}, layout={:?}, bias={}",
+            a.layer, a.d_in, a.d_out, a.rank, a.layout, a.has_bias
+        ),
         _ => String::new(),
     }
 }

@@ -35,6 +35,7 @@ const MAX_OPSET: i64 = 21;
 pub fn export_model(g: &Graph, opts: &ExportOptions) -> Result<ModelProto, OnnxError> {
     g.validate()
         .map_err(|e| OnnxError::new(format!("cannot export an invalid graph: {e}")))?;
+    reject_glora_layers(g)?;
     let opset = target_opset(g, opts)?;
     let order = node_order(g)?;
     let mut names = NameGen::new(names_in(g));
@@ -233,6 +234,23 @@ impl Drop for Staged {
         for (tmp, _) in &self.files {
             let _ = std::fs::remove_file(tmp);
         }
+    }
+}
+
+/// ONNX has no GLoRA op: adapted layers must be folded or expanded first.
+fn reject_glora_layers(g: &Graph) -> Result<(), OnnxError> {
+    let order = node_order(g)?;
+    match order
+        .iter()
+        .map(|&id| g.node(id))
+        .find(|n| matches!(n.op, Op::GloraLinear(_)))
+    {
+        Some(n) => Err(OnnxError::new(format!(
+            "node '{}' {}",
+            n.name,
+            super::ops::GLORA_NOT_EXPORTABLE
+        ))),
+        None => Ok(()),
     }
 }
 

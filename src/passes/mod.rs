@@ -2,15 +2,20 @@
 //! produced, rewrites it in place, reports how many nodes it removed, replaced or
 //! fused, and leaves a graph that passes [`Graph::validate`]. [`optimize`] is the
 //! standard pipeline that `glora convert` runs before adapters are inserted;
-//! [`find_linear_layers`] then tells the adapter stage where the linear layers are.
+//! [`find_linear_layers`] then tells the adapter stage where the linear layers are,
+//! [`insert_glora`] puts GLoRA layers there, and [`reparameterize`] (merged weights)
+//! or [`expand_glora`] (standard ops on activations) takes them out again.
 
 mod constant_fold;
 mod dce;
+mod expand_glora;
 mod fuse_gelu;
 mod fuse_layer_norm;
 mod identity;
+mod insert_glora;
 mod linear;
 mod pattern;
+mod reparameterize;
 
 use anyhow::Context;
 
@@ -20,10 +25,15 @@ use crate::ir::infer::infer_types;
 
 pub use constant_fold::{MAX_FOLDED_ELEMENTS, fold_constants};
 pub use dce::eliminate_dead_code;
+pub use expand_glora::expand_glora;
 pub use fuse_gelu::fuse_gelu;
 pub use fuse_layer_norm::fuse_layer_norm;
 pub use identity::eliminate_identity;
+pub use insert_glora::{
+    AdaptedLayer, adapter_tensors, glora_layers, insert_glora, select_layers, set_adapter_tensors,
+};
 pub use linear::{LinearKind, LinearLayer, find_linear_layers};
+pub use reparameterize::reparameterize;
 
 /// What one pass did.
 #[derive(Clone, Debug, PartialEq, Eq)]

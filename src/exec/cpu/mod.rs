@@ -7,6 +7,7 @@
 mod alloc;
 mod conv;
 mod elementwise;
+mod glora;
 mod math;
 mod matmul;
 mod norm;
@@ -17,8 +18,9 @@ mod simd;
 mod strided;
 pub(crate) mod value;
 
+use crate::glora::LayerConfig;
 use crate::ir::eval::NodeEval;
-use crate::ir::{Node, Op, Tensor};
+use crate::ir::{GloraLinearAttrs, Node, Op, Tensor};
 
 use super::{Backend, ExecError};
 pub use value::CpuValue;
@@ -52,6 +54,40 @@ impl Backend for CpuBackend {
         alloc::retain_freed_memory();
         run(node, inputs).map_err(|e| ExecError::node(node, e.0))
     }
+
+    fn run_glora_linear(
+        &self,
+        node: &Node,
+        attrs: &GloraLinearAttrs,
+        config: &LayerConfig,
+        inputs: &[Option<&CpuValue>],
+    ) -> Result<CpuValue, ExecError> {
+        alloc::retain_freed_memory();
+        run_glora(attrs, config, inputs).map_err(|e| ExecError::node(node, e.0))
+    }
+}
+
+fn run_glora(
+    attrs: &GloraLinearAttrs,
+    config: &LayerConfig,
+    inputs: &[Option<&CpuValue>],
+) -> OpResult<CpuValue> {
+    let a = Args { slots: inputs };
+    let names = ["Ad", "Au", "Bd", "Bu", "Cd", "Cu", "D", "E"];
+    let mut adapters = Vec::with_capacity(names.len());
+    for (i, name) in names.iter().enumerate() {
+        adapters.push(a.req(3 + i, name)?);
+    }
+    let Ok(adapters) = <[&CpuValue; 8]>::try_from(adapters) else {
+        bail!("internal: expected eight adapter inputs");
+    };
+    let ins = glora::GloraInputs {
+        x: a.req(0, "x")?,
+        w0: a.req(1, "W0")?,
+        b0: a.opt(2),
+        adapters,
+    };
+    glora::glora_linear(attrs, config, &ins)
 }
 
 impl NodeEval for CpuBackend {
@@ -188,6 +224,10 @@ fn run(node: &Node, inputs: &[Option<&CpuValue>]) -> OpResult<Vec<CpuValue>> {
                 *epsilon,
             ))
         }
+        Op::GloraLinear(g) => bail!(
+            "GLoRA layer '{}' runs only in a session that holds its config",
+            g.layer
+        ),
         Op::Resize(r) => one(resize::resize(
             r,
             a.req(0, "X")?,

@@ -80,8 +80,13 @@ pub(crate) fn export_node(cx: &mut ExportCtx, n: &ExportNode) -> Result<(), Onnx
         | Op::Expand
         | Op::ConstantOfShape { .. }
         | Op::Range => shape::export(cx, n),
+        Op::GloraLinear(_) => Err(n.err(GLORA_NOT_EXPORTABLE)),
     }
 }
+
+/// Why a graph with adapters cannot be written as ONNX as it stands.
+pub(crate) const GLORA_NOT_EXPORTABLE: &str =
+    "is a GLoRA layer: reparameterise or expand it before export";
 
 /// An IR node produced by import, with inputs still given by value name (`None` for
 /// an empty optional slot).

@@ -1,0 +1,583 @@
+//! The forward of a GLoRA-adapted linear layer on the CPU, for the config the
+//! session holds for it (glora-spec §6, compute notes).
+//!
+//! The base product `x·W0ᵀ` goes through the same MatMul or Gemm kernel the plain
+//! layer uses, so that a layer whose adapter reads only zeros reproduces the base
+//! layer bit for bit. Each term then costs only what its option needs: A and B
+//! vectors and constants act on activations, B LoRA is two thin products through
+//! the factors, the bias terms `b0 + b0⊙D + E + W0·C` form one `d_out` vector per
+//! call, and only A LoRA builds a full-size matrix, `W0⊙(Ad·Au)`. Nothing is
+//! computed for a `none` term. Inputs are the node's eleven slots (x, W0, b0?, Ad,
+//! Au, Bd, Bu, Cd, Cu, D, E); the output is `[..., d_out]`.
+
+use crate::glora::{AbOption, COption, DeOption, LayerConfig};
+use crate::ir::{DType, GemmAttrs, GloraLinearAttrs, WeightLayout};
+
+use super::matmul::{self, MatRef, gemm_into};
+use super::value::{CpuValue, OpResult, bail, sh};
+
+/// The eleven input values of a GLoRA layer, by role.
+pub(crate) struct GloraInputs<'a> {
+    pub x: &'a CpuValue,
+    pub w0: &'a CpuValue,
+    pub b0: Option<&'a CpuValue>,
+    /// Ad, Au, Bd, Bu, Cd, Cu, D, E.
+    pub adapters: [&'a CpuValue; 8],
+}
+
+const ADAPTER_NAMES: [&str; 8] = ["Ad", "Au", "Bd", "Bu", "Cd", "Cu", "D", "E"];
+
+/// The adapter tensors as contiguous f32 rows, read once per call.
+struct Adapters {
+    ad: Vec<f32>,
+    au: Vec<f32>,
+    bd: Vec<f32>,
+    bu: Vec<f32>,
+    cd: Vec<f32>,
+    cu: Vec<f32>,
+    d: Vec<f32>,
+    e: Vec<f32>,
+    /// Stored rank R: the row stride of the down factors.
+    rank: usize,
+}
+
+/// The layer's shapes, used to index the flat buffers.
+#[derive(Clone, Copy)]
+struct Dims {
+    d_in: usize,
+    d_out: usize,
+    layout: WeightLayout,
+}
+
+impl Dims {
+    /// Index of W0[i, j] (PyTorch indexing: output i, input j) in its stored layout.
+    fn w0_index(&self, i: usize, j: usize) -> usize {
+        match self.layout {
+            WeightLayout::OutIn => i * self.d_in + j,
+            WeightLayout::InOut => j * self.d_out + i,
+        }
+    }
+}
+
+fn expected_shapes(a: &GloraLinearAttrs) -> [Vec<usize>; 8] {
+    let (d_in, d_out, r) = (a.d_in, a.d_out, a.rank);
+    [
+        vec![d_out, r],
+        vec![r, d_in],
+        vec![d_out, r],
+        vec![r, d_in],
+        vec![d_in, r],
+        vec![r, 1],
+        vec![d_out],
+        vec![d_out],
+    ]
+}
+
+fn check_f32(what: &str, v: &CpuValue) -> OpResult<()> {
+    if v.dtype() != DType::F32 {
+        bail!("{what} is {}; GLoRA layers run in f32 only", v.dtype());
+    }
+    Ok(())
+}
+
+fn check_inputs(a: &GloraLinearAttrs, config: &LayerConfig, ins: &GloraInputs) -> OpResult<()> {
+    if a.d_in == 0 || a.d_out == 0 || a.rank == 0 {
+        bail!(
+            "layer '{}' has d_in = {}, d_out = {}, rank = {}; all must be at least 1",
+            a.layer,
+            a.d_in,
+            a.d_out,
+            a.rank
+        );
+    }
+    check_f32("x", ins.x)?;
+    check_f32("W0", ins.w0)?;
+    if ins.x.dims().last() != Some(&a.d_in) {
+        bail!(
+            "layer '{}': x {} does not end in d_in = {}",
+            a.layer,
+            sh(ins.x.dims()),
+            a.d_in
+        );
+    }
+    let w0_shape = match a.layout {
+        WeightLayout::InOut => [a.d_in, a.d_out],
+        WeightLayout::OutIn => [a.d_out, a.d_in],
+    };
+    if ins.w0.dims() != w0_shape {
+        bail!(
+            "layer '{}': W0 is {}, expected {}",
+            a.layer,
+            sh(ins.w0.dims()),
+            sh(&w0_shape)
+        );
+    }
+    match ins.b0 {
+        Some(_) if !a.has_bias => bail!("layer '{}' has no bias but b0 is given", a.layer),
+        None if a.has_bias => bail!("layer '{}' has a bias but b0 is missing", a.layer),
+        Some(b) if b.dims() != [a.d_out] => bail!(
+            "layer '{}': b0 is {}, expected [{}]",
+            a.layer,
+            sh(b.dims()),
+            a.d_out
+        ),
+        Some(b) => check_f32("b0", b)?,
+        None => {}
+    }
+    for ((v, expected), name) in ins
+        .adapters
+        .iter()
+        .zip(expected_shapes(a))
+        .zip(ADAPTER_NAMES)
+    {
+        check_f32(name, v)?;
+        if v.dims() != expected.as_slice() {
+            bail!(
+                "layer '{}': {name} is {}, expected {}",
+                a.layer,
+                sh(v.dims()),
+                sh(&expected)
+            );
+        }
+    }
+    if let Some((slot, r)) = config.lora_ranks().find(|&(_, r)| r > a.rank) {
+        bail!(
+            "layer '{}': option {slot} reads rank {r}, but the adapter is stored at rank {}",
+            a.layer,
+            a.rank
+        );
+    }
+    Ok(())
+}
+
+fn adapters(ins: &GloraInputs, rank: usize) -> OpResult<Adapters> {
+    let [ad, au, bd, bu, cd, cu, d, e] = ins.adapters.map(|v| v.contiguous_vec::<f32>());
+    Ok(Adapters {
+        ad: ad?,
+        au: au?,
+        bd: bd?,
+        bu: bu?,
+        cd: cd?,
+        cu: cu?,
+        d: d?,
+        e: e?,
+        rank,
+    })
+}
+
+/// C as a `d_in` vector: `Cd[:, :r]·Cu[:r]` or `Cd[:, 0]`.
+fn prompt_vector(option: COption, ad: &Adapters, d_in: usize) -> Option<Vec<f32>> {
+    let stride = ad.rank;
+    match option {
+        COption::Lora(r) => Some(
+            (0..d_in)
+                .map(|j| {
+                    let row = &ad.cd[j * stride..j * stride + r];
+                    row.iter().zip(&ad.cu).map(|(c, u)| c * u).sum()
+                })
+                .collect(),
+        ),
+        COption::Vector => Some((0..d_in).map(|j| ad.cd[j * stride]).collect()),
+        COption::None => None,
+    }
+}
+
+/// The value of a D or E option at output `i`.
+fn bias_term(option: DeOption, values: &[f32]) -> Option<impl Fn(usize) -> f32 + '_> {
+    let scalar = values.first().copied().unwrap_or(0.0);
+    match option {
+        DeOption::None => None,
+        DeOption::Vector | DeOption::Constant => Some(move |i: usize| {
+            if option == DeOption::Vector {
+                values[i]
+            } else {
+                scalar
+            }
+        }),
+    }
+}
+
+/// `b0 + b0⊙D + E + W0·C` as one `d_out` vector, or `None` when the layer has no
+/// bias and the config reads neither E nor C. D is skipped without a bias.
+fn bias_vector(
+    config: &LayerConfig,
+    dims: Dims,
+    w0: &[f32],
+    b0: Option<Vec<f32>>,
+    ad: &Adapters,
+) -> Option<Vec<f32>> {
+    let prompt = prompt_vector(config.c, ad, dims.d_in);
+    let e = bias_term(config.e, &ad.e);
+    if b0.is_none() && e.is_none() && prompt.is_none() {
+        return None;
+    }
+    let mut bias = b0.clone().unwrap_or_else(|| vec![0.0; dims.d_out]);
+    if let (Some(b0), Some(d)) = (&b0, bias_term(config.d, &ad.d)) {
+        for (i, b) in bias.iter_mut().enumerate() {
+            *b += b0[i] * d(i);
+        }
+    }
+    if let Some(e) = e {
+        for (i, b) in bias.iter_mut().enumerate() {
+            *b += e(i);
+        }
+    }
+    if let Some(c) = prompt {
+        for (i, b) in bias.iter_mut().enumerate() {
+            let dot: f64 = (0..dims.d_in)
+                .map(|j| w0[dims.w0_index(i, j)] as f64 * c[j] as f64)
+                .sum();
+            *b += dot as f32;
+        }
+    }
+    Some(bias)
+}
+
+/// The per-output factor `1 + a` of an A vector.
+fn a_scale(ad: &Adapters, d_out: usize) -> Vec<f32> {
+    (0..d_out).map(|i| 1.0 + ad.ad[i * ad.rank]).collect()
+}
+
+/// `x·W0` for an `[d_in, d_out]` weight, through the MatMul kernel, with the A
+/// vector or constant applied to the product.
+fn base_product_in_out(
+    x: &CpuValue,
+    w0: &CpuValue,
+    config: &LayerConfig,
+    ad: &Adapters,
+    d_out: usize,
+) -> OpResult<Vec<f32>> {
+    let mut y = matmul::matmul(x, w0)?.contiguous_vec::<f32>()?;
+    match config.a {
+        AbOption::Vector => {
+            let scale = a_scale(ad, d_out);
+            for row in y.chunks_exact_mut(d_out) {
+                row.iter_mut().zip(&scale).for_each(|(y, s)| *y *= s);
+            }
+        }
+        AbOption::Constant => {
+            let s = 1.0 + ad.ad[0];
+            y.iter_mut().for_each(|y| *y *= s);
+        }
+        AbOption::Lora(_) | AbOption::None => {}
+    }
+    Ok(y)
+}
+
+/// `bias + x·W0ᵀ` for a `[d_out, d_in]` weight, through the Gemm kernel as the base
+/// layer runs it: an A constant becomes Gemm's alpha, an A vector scales W0's rows.
+fn base_product_out_in(
+    x_rows: &CpuValue,
+    w0: &CpuValue,
+    w0_values: &[f32],
+    bias: Option<&[f32]>,
+    config: &LayerConfig,
+    ad: &Adapters,
+    dims: Dims,
+) -> OpResult<Vec<f32>> {
+    let mut attrs = GemmAttrs {
+        trans_b: true,
+        ..GemmAttrs::default()
+    };
+    let scaled_w0;
+    let weight = match config.a {
+        AbOption::Vector => {
+            let scale = a_scale(ad, dims.d_out);
+            let mut w = w0_values.to_vec();
+            for (row, s) in w.chunks_exact_mut(dims.d_in).zip(&scale) {
+                row.iter_mut().for_each(|w| *w *= s);
+            }
+            scaled_w0 = CpuValue::from_f32(w, &[dims.d_out, dims.d_in], DType::F32)?;
+            &scaled_w0
+        }
+        AbOption::Constant => {
+            attrs.alpha = 1.0 + ad.ad[0];
+            w0
+        }
+        AbOption::Lora(_) | AbOption::None => w0,
+    };
+    let c = bias
+        .map(|b| CpuValue::from_f32(b.to_vec(), &[dims.d_out], DType::F32))
+        .transpose()?;
+    matmul::gemm_op(&attrs, x_rows, weight, c.as_ref())?.contiguous_vec::<f32>()
+}
+
+/// `y += x·(W0⊙(Ad[:, :r]·Au[:r, :]))ᵀ`. The low-rank product is built directly in
+/// W0's stored layout (as `Auᵀ·Adᵀ` for `[d_in, d_out]`), masked by W0 in place,
+/// and applied in one more product.
+fn add_a_lora(
+    y: &mut [f32],
+    x: &[f32],
+    w0: &[f32],
+    ad: &Adapters,
+    r: usize,
+    dims: Dims,
+) -> OpResult<()> {
+    let Dims { d_in, d_out, .. } = dims;
+    let n = x.len() / d_in;
+    let mut masked = vec![0f32; d_out * d_in];
+    let (rows, cols, lhs, rhs) = match dims.layout {
+        WeightLayout::OutIn => (
+            d_out,
+            d_in,
+            MatRef::row_major(&ad.ad, ad.rank),
+            MatRef::row_major(&ad.au, d_in),
+        ),
+        WeightLayout::InOut => (
+            d_in,
+            d_out,
+            MatRef {
+                data: &ad.au,
+                offset: 0,
+                rs: 1,
+                cs: d_in as isize,
+            },
+            MatRef {
+                data: &ad.ad,
+                offset: 0,
+                rs: 1,
+                cs: ad.rank as isize,
+            },
+        ),
+    };
+    gemm_into(&mut masked, (rows, cols, r), lhs, rhs, 1.0, None, true)?;
+    masked.iter_mut().zip(w0).for_each(|(m, w)| *m *= w);
+    // The masked matrix as the k × n right operand (d_in × d_out).
+    let rhs = match dims.layout {
+        WeightLayout::InOut => MatRef::row_major(&masked, d_out),
+        WeightLayout::OutIn => MatRef {
+            data: &masked,
+            offset: 0,
+            rs: 1,
+            cs: d_in as isize,
+        },
+    };
+    gemm_into(
+        y,
+        (n, d_out, d_in),
+        MatRef::row_major(x, d_in),
+        rhs,
+        1.0,
+        Some(1.0),
+        true,
+    )
+}
+
+/// `y += (x·Bu[:r, :]ᵀ)·Bd[:, :r]ᵀ`.
+fn add_b_lora(y: &mut [f32], x: &[f32], ad: &Adapters, r: usize, dims: Dims) -> OpResult<()> {
+    let Dims { d_in, d_out, .. } = dims;
+    let n = x.len() / d_in;
+    let mut hidden = vec![0f32; n * r];
+    gemm_into(
+        &mut hidden,
+        (n, r, d_in),
+        MatRef::row_major(x, d_in),
+        MatRef {
+            data: &ad.bu,
+            offset: 0,
+            rs: 1,
+            cs: d_in as isize,
+        },
+        1.0,
+        None,
+        true,
+    )?;
+    gemm_into(
+        y,
+        (n, d_out, r),
+        MatRef::row_major(&hidden, r),
+        MatRef {
+            data: &ad.bd,
+            offset: 0,
+            rs: 1,
+            cs: ad.rank as isize,
+        },
+        1.0,
+        Some(1.0),
+        true,
+    )
+}
+
+/// `y += b·Σx` per row, `b` the B vector (`Bd[:, 0]`) or constant (`Bd[0, 0]`).
+fn add_b_sum(y: &mut [f32], x: &[f32], option: AbOption, ad: &Adapters, dims: Dims) {
+    for (row, xs) in y
+        .chunks_exact_mut(dims.d_out)
+        .zip(x.chunks_exact(dims.d_in))
+    {
+        let sum = xs.iter().map(|&v| v as f64).sum::<f64>() as f32;
+        for (i, y) in row.iter_mut().enumerate() {
+            let b = match option {
+                AbOption::Vector => ad.bd[i * ad.rank],
+                _ => ad.bd[0],
+            };
+            *y += b * sum;
+        }
+    }
+}
+
+/// Runs one GLoRA layer under `config`.
+pub(crate) fn glora_linear(
+    a: &GloraLinearAttrs,
+    config: &LayerConfig,
+    ins: &GloraInputs,
+) -> OpResult<CpuValue> {
+    check_inputs(a, config, ins)?;
+    let dims = Dims {
+        d_in: a.d_in,
+        d_out: a.d_out,
+        layout: a.layout,
+    };
+    let ad = adapters(ins, a.rank)?;
+    // W0 is read in place: uploaded weights are contiguous, so no copy is made.
+    ins.w0
+        .read_f32(|w| forward(a, config, ins, &w.to_contiguous(), dims, &ad))
+}
+
+fn forward(
+    a: &GloraLinearAttrs,
+    config: &LayerConfig,
+    ins: &GloraInputs,
+    w0: &[f32],
+    dims: Dims,
+    ad: &Adapters,
+) -> OpResult<CpuValue> {
+    let b0 = ins.b0.map(|b| b.contiguous_vec::<f32>()).transpose()?;
+    let bias = bias_vector(config, dims, w0, b0, ad);
+
+    let x_dims = ins.x.dims();
+    let n: usize = x_dims[..x_dims.len() - 1].iter().product();
+    let mut out_dims = x_dims.to_vec();
+    if let Some(last) = out_dims.last_mut() {
+        *last = a.d_out;
+    }
+    let mut y = match a.layout {
+        WeightLayout::InOut => base_product_in_out(ins.x, ins.w0, config, ad, a.d_out)?,
+        WeightLayout::OutIn => {
+            let rows = CpuValue::from_candle(ins.x.tensor().reshape((n, a.d_in))?, DType::F32)?;
+            base_product_out_in(&rows, ins.w0, w0, bias.as_deref(), config, ad, dims)?
+        }
+    };
+    let reads_x = matches!(config.a, AbOption::Lora(_)) || config.b != AbOption::None;
+    if reads_x {
+        let x = ins.x.contiguous_vec::<f32>()?;
+        if let AbOption::Lora(r) = config.a {
+            add_a_lora(&mut y, &x, w0, ad, r, dims)?;
+        }
+        match config.b {
+            AbOption::Lora(r) => add_b_lora(&mut y, &x, ad, r, dims)?,
+            AbOption::Vector | AbOption::Constant => add_b_sum(&mut y, &x, config.b, ad, dims),
+            AbOption::None => {}
+        }
+    }
+    // The MatMul pattern adds its bias after the product, as the base layer's Add does.
+    if let (WeightLayout::InOut, Some(bias)) = (a.layout, &bias) {
+        for row in y.chunks_exact_mut(a.d_out) {
+            row.iter_mut().zip(bias).for_each(|(y, b)| *y += b);
+        }
+    }
+    CpuValue::from_f32(y, &out_dims, DType::F32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::Tensor;
+
+    fn value(shape: &[usize], v: &[f32]) -> CpuValue {
+        CpuValue::from_host(&Tensor::from_f32(shape.to_vec(), v.to_vec()).unwrap()).unwrap()
+    }
+
+    fn attrs(layout: WeightLayout) -> GloraLinearAttrs {
+        GloraLinearAttrs {
+            layer: "fc".into(),
+            d_in: 2,
+            d_out: 2,
+            rank: 1,
+            layout,
+            has_bias: true,
+        }
+    }
+
+    /// W0 = [[1,2],[3,4]], b0 = [0.5,-1], x = [[1,1],[2,0]]; A constant 1, B vector
+    /// [1,2], C vector [1,-1], D vector [2,0], E constant 10. Worked by hand:
+    /// W0·x = [3,7], [2,6]; ×(1+1) = [6,14], [4,12]; + b·Σx (Σx = 2, 2) = [8,18],
+    /// [6,16]; bias = b0 + b0⊙D + E + W0·c = [0.5+1+10-1, -1+0+10-1] = [10.5, 8].
+    #[test]
+    fn hand_worked_example_in_both_layouts() {
+        let config = LayerConfig {
+            a: AbOption::Constant,
+            b: AbOption::Vector,
+            c: COption::Vector,
+            d: DeOption::Vector,
+            e: DeOption::Constant,
+        };
+        let x = value(&[2, 2], &[1.0, 1.0, 2.0, 0.0]);
+        let b0 = value(&[2], &[0.5, -1.0]);
+        let adapters = [
+            value(&[2, 1], &[1.0, 0.5]),
+            value(&[1, 2], &[1.0, 1.0]),
+            value(&[2, 1], &[1.0, 2.0]),
+            value(&[1, 2], &[0.0, 0.0]),
+            value(&[2, 1], &[1.0, -1.0]),
+            value(&[1, 1], &[1.0]),
+            value(&[2], &[2.0, 0.0]),
+            value(&[2], &[10.0, 20.0]),
+        ];
+        for (layout, w) in [
+            (WeightLayout::OutIn, [1.0, 2.0, 3.0, 4.0]),
+            (WeightLayout::InOut, [1.0, 3.0, 2.0, 4.0]),
+        ] {
+            let w0 = value(&[2, 2], &w);
+            let ins = GloraInputs {
+                x: &x,
+                w0: &w0,
+                b0: Some(&b0),
+                adapters: adapters.each_ref(),
+            };
+            let y = glora_linear(&attrs(layout), &config, &ins).unwrap();
+            assert_eq!(
+                y.to_host().unwrap().as_f32().unwrap(),
+                [18.5, 26.0, 16.5, 24.0],
+                "{layout:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn lora_ranks_above_the_stored_rank_and_non_f32_inputs_are_errors() {
+        let x = value(&[1, 2], &[1.0, 1.0]);
+        let w0 = value(&[2, 2], &[1.0, 2.0, 3.0, 4.0]);
+        let b0 = value(&[2], &[0.0, 0.0]);
+        let zeros = [
+            value(&[2, 1], &[0.0; 2]),
+            value(&[1, 2], &[0.0; 2]),
+            value(&[2, 1], &[0.0; 2]),
+            value(&[1, 2], &[0.0; 2]),
+            value(&[2, 1], &[0.0; 2]),
+            value(&[1, 1], &[0.0]),
+            value(&[2], &[0.0; 2]),
+            value(&[2], &[0.0; 2]),
+        ];
+        let ins = GloraInputs {
+            x: &x,
+            w0: &w0,
+            b0: Some(&b0),
+            adapters: zeros.each_ref(),
+        };
+        let config = LayerConfig {
+            b: AbOption::Lora(2),
+            ..LayerConfig::NONE
+        };
+        let err = glora_linear(&attrs(WeightLayout::OutIn), &config, &ins).unwrap_err();
+        assert!(
+            err.0.contains("rank 2") && err.0.contains("'fc'"),
+            "{}",
+            err.0
+        );
+
+        let half = CpuValue::from_host(&Tensor::zeros(DType::F16, vec![1, 2])).unwrap();
+        let ins = GloraInputs { x: &half, ..ins };
+        let err = glora_linear(&attrs(WeightLayout::OutIn), &LayerConfig::NONE, &ins).unwrap_err();
+        assert!(err.0.contains("f32"), "{}", err.0);
+    }
+}
