@@ -307,6 +307,47 @@ impl Graph {
             .map_err(|c| GraphError::Cycle(self.g[c.node_id()].name.clone()))
     }
 
+    /// A topological order that always takes the lowest-indexed ready node, so it is
+    /// deterministic and follows insertion order where dependencies allow: exports
+    /// give the same bytes and layer lists keep the source file's order.
+    pub fn stable_topo_order(&self) -> Result<Vec<NodeIndex>, GraphError> {
+        use std::cmp::Reverse;
+        use std::collections::BinaryHeap;
+        let mut pending: HashMap<NodeIndex, usize> = self
+            .g
+            .node_indices()
+            .map(|n| (n, self.g.edges_directed(n, Direction::Incoming).count()))
+            .collect();
+        let mut ready: BinaryHeap<Reverse<NodeIndex>> = pending
+            .iter()
+            .filter(|&(_, &d)| d == 0)
+            .map(|(&n, _)| Reverse(n))
+            .collect();
+        let mut order = Vec::with_capacity(pending.len());
+        while let Some(Reverse(n)) = ready.pop() {
+            order.push(n);
+            for e in self.g.edges_directed(n, Direction::Outgoing) {
+                if let Some(d) = pending.get_mut(&e.target()) {
+                    *d -= 1;
+                    if *d == 0 {
+                        ready.push(Reverse(e.target()));
+                    }
+                }
+            }
+        }
+        if order.len() != pending.len() {
+            let stuck = pending
+                .iter()
+                .filter(|&(_, &d)| d > 0)
+                .map(|(&n, _)| n)
+                .min()
+                .map(|n| self.g[n].name.clone())
+                .unwrap_or_default();
+            return Err(GraphError::Cycle(stuck));
+        }
+        Ok(order)
+    }
+
     /// Finds a node by name.
     pub fn find_node(&self, name: &str) -> Option<NodeIndex> {
         self.g.node_indices().find(|&i| self.g[i].name == name)

@@ -5,14 +5,11 @@
 //! an external data file for big models) under temporary names and renames them into
 //! place, so a failed export never leaves a half-written file.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use petgraph::Direction;
-use petgraph::visit::EdgeRef;
 use prost::Message;
 
 use super::names::NameGen;
@@ -282,32 +279,8 @@ fn ir_version(opset: i64) -> i64 {
 /// A topological order with ties broken by node index, so that one graph always
 /// gives the same bytes.
 fn node_order(g: &Graph) -> Result<Vec<NodeIndex>, OnnxError> {
-    let pg = g.petgraph();
-    let mut pending: HashMap<NodeIndex, usize> = pg
-        .node_indices()
-        .map(|n| (n, pg.edges_directed(n, Direction::Incoming).count()))
-        .collect();
-    let mut ready: BinaryHeap<Reverse<NodeIndex>> = pending
-        .iter()
-        .filter(|&(_, &d)| d == 0)
-        .map(|(&n, _)| Reverse(n))
-        .collect();
-    let mut order = Vec::with_capacity(pending.len());
-    while let Some(Reverse(n)) = ready.pop() {
-        order.push(n);
-        for e in pg.edges_directed(n, Direction::Outgoing) {
-            if let Some(d) = pending.get_mut(&e.target()) {
-                *d -= 1;
-                if *d == 0 {
-                    ready.push(Reverse(e.target()));
-                }
-            }
-        }
-    }
-    if order.len() != pending.len() {
-        return Err(OnnxError::new("cannot export a graph with a cycle"));
-    }
-    Ok(order)
+    g.stable_topo_order()
+        .map_err(|_| OnnxError::new("cannot export a graph with a cycle"))
 }
 
 fn names_in(g: &Graph) -> impl Iterator<Item = &str> {

@@ -9,15 +9,15 @@
 //! the base model's constant. The result exports as the "unmerged" ONNX model and
 //! serves as an independent reference for the executor and the merge.
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{anyhow, bail};
 
 use crate::glora::{AbOption, AdapterTensors, COption, DeOption, LayerConfig, ModelConfig, merge};
 use crate::ir::{BinaryOp, GemmAttrs, Graph, NodeIndex, Op, Port, ReduceOp, Tensor, WeightLayout};
 
 use super::PassReport;
-use super::insert_glora::{glora_layers, transpose};
+use super::insert_glora::transpose;
 use super::reparameterize::{
-    GloraNode, finish_layer, infer_new_nodes, read_glora_node, sibling_name,
+    GloraNode, finish_layer, infer_new_nodes, rewrite_glora_layers, sibling_name,
 };
 
 /// Builds the nodes of one expanded layer, naming constants and values after it.
@@ -219,22 +219,7 @@ fn expand_layer(g: &mut Graph, n: &GloraNode, config: &LayerConfig) -> anyhow::R
 /// Rewrites every GloraLinear node as standard ops computing its unmerged forward
 /// under `configs`, which must name every adapted layer.
 pub fn expand_glora(g: &mut Graph, configs: &ModelConfig) -> anyhow::Result<PassReport> {
-    let layers = glora_layers(g);
-    for l in &layers {
-        if configs.get(&l.name).is_none() {
-            bail!("the config has no entry for GLoRA layer '{}'", l.name);
-        }
-    }
-    for l in &layers {
-        let n = read_glora_node(g, l.node)?;
-        let config = configs
-            .get(&l.name)
-            .ok_or_else(|| anyhow!("the config has no entry for GLoRA layer '{}'", l.name))?;
-        expand_layer(g, &n, config).with_context(|| format!("expanding layer '{}'", l.name))?;
-    }
-    g.validate().context("graph check after GLoRA expansion")?;
-    Ok(PassReport {
-        pass: "expand_glora",
-        changed: layers.len(),
+    rewrite_glora_layers(g, configs, "expand_glora", |g, n, config| {
+        expand_layer(g, n, config)
     })
 }

@@ -9,9 +9,6 @@
 //! output keeps its value name, so the rest of the graph is untouched. The
 //! reparameterisation and expansion passes turn the nodes back into plain ops.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
-
 use anyhow::{Context, anyhow, bail};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -246,36 +243,6 @@ fn check_insertable(g: &Graph, layers: &[LinearLayer]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Kahn's algorithm taking the lowest-indexed ready node first, so that the order
-/// is deterministic.
-fn stable_topo_order(g: &Graph) -> Vec<NodeIndex> {
-    let ids = g.node_ids();
-    let mut pending: HashMap<NodeIndex, usize> = ids
-        .iter()
-        .map(|&id| (id, g.inputs_of(id).iter().flatten().count()))
-        .collect();
-    let mut ready: BinaryHeap<Reverse<NodeIndex>> = pending
-        .iter()
-        .filter(|(_, n)| **n == 0)
-        .map(|(id, _)| Reverse(*id))
-        .collect();
-    let mut order = Vec::with_capacity(ids.len());
-    while let Some(Reverse(id)) = ready.pop() {
-        order.push(id);
-        for slot in 0..g.node(id).outputs.len() {
-            for (c, _) in g.consumers(Port::new(id, slot)) {
-                if let Some(n) = pending.get_mut(&c) {
-                    *n -= 1;
-                    if *n == 0 {
-                        ready.push(Reverse(c));
-                    }
-                }
-            }
-        }
-    }
-    order
-}
-
 /// The attributes of the GloraLinear node of `layer`.
 pub(crate) fn find_layer(g: &Graph, layer: &str) -> anyhow::Result<(NodeIndex, GloraLinearAttrs)> {
     g.node_ids()
@@ -289,7 +256,8 @@ pub(crate) fn find_layer(g: &Graph, layer: &str) -> anyhow::Result<(NodeIndex, G
 
 /// The adapted layers of a graph, in a deterministic topological order.
 pub fn glora_layers(g: &Graph) -> Vec<AdaptedLayer> {
-    stable_topo_order(g)
+    g.stable_topo_order()
+        .unwrap_or_default()
         .into_iter()
         .filter_map(|id| match &g.node(id).op {
             Op::GloraLinear(a) => Some(AdaptedLayer {

@@ -3,8 +3,7 @@
 //! Gemm with a constant B (and optional constant C). Each layer gets a readable,
 //! unique name taken from its initializers (`encoder.layer.3.attention.query`).
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::HashSet;
 
 use crate::ir::{BinaryOp, Graph, NodeIndex, Op, Port, Tensor};
 
@@ -41,7 +40,7 @@ pub struct LinearLayer {
 /// other (query, key, value) keep the order of their nodes in the graph, which is the
 /// order of the source model file.
 pub fn find_linear_layers(g: &Graph) -> Vec<LinearLayer> {
-    let order = stable_topo_order(g);
+    let order = g.stable_topo_order().unwrap_or_default();
     let mut used = HashSet::new();
     let mut layers = Vec::new();
     for id in order {
@@ -56,37 +55,6 @@ pub fn find_linear_layers(g: &Graph) -> Vec<LinearLayer> {
         }
     }
     layers
-}
-
-/// Kahn's algorithm, always taking the lowest-indexed ready node, so that the order is
-/// deterministic and follows insertion order where dependencies allow. Nodes on a
-/// cycle (an invalid graph) are left out.
-fn stable_topo_order(g: &Graph) -> Vec<NodeIndex> {
-    let ids = g.node_ids();
-    let mut pending: HashMap<NodeIndex, usize> = ids
-        .iter()
-        .map(|&id| (id, g.inputs_of(id).iter().flatten().count()))
-        .collect();
-    let mut ready: BinaryHeap<Reverse<NodeIndex>> = pending
-        .iter()
-        .filter(|(_, n)| **n == 0)
-        .map(|(id, _)| Reverse(*id))
-        .collect();
-    let mut order = Vec::with_capacity(ids.len());
-    while let Some(Reverse(id)) = ready.pop() {
-        order.push(id);
-        for slot in 0..g.node(id).outputs.len() {
-            for (c, _) in g.consumers(Port::new(id, slot)) {
-                if let Some(n) = pending.get_mut(&c) {
-                    *n -= 1;
-                    if *n == 0 {
-                        ready.push(Reverse(c));
-                    }
-                }
-            }
-        }
-    }
-    order
 }
 
 /// The `Const` node at input `slot` of `id` and its tensor, when it is a float 2-D

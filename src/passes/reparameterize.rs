@@ -244,23 +244,35 @@ fn reparameterize_layer(g: &mut Graph, n: &GloraNode, config: &LayerConfig) -> a
 /// Folds every GloraLinear node into plain weights under `configs`, which must
 /// name every adapted layer.
 pub fn reparameterize(g: &mut Graph, configs: &ModelConfig) -> anyhow::Result<PassReport> {
+    rewrite_glora_layers(g, configs, "reparameterize", |g, n, config| {
+        reparameterize_layer(g, n, config)
+    })
+}
+
+/// Rewrites every GloraLinear node with `rewrite` under its config, checking first
+/// that `configs` names every adapted layer so that a bad config changes nothing.
+pub(crate) fn rewrite_glora_layers(
+    g: &mut Graph,
+    configs: &ModelConfig,
+    pass: &'static str,
+    mut rewrite: impl FnMut(&mut Graph, &GloraNode, &LayerConfig) -> anyhow::Result<()>,
+) -> anyhow::Result<PassReport> {
     let layers = glora_layers(g);
+    let mut chosen = Vec::with_capacity(layers.len());
     for l in &layers {
-        if configs.get(&l.name).is_none() {
-            bail!("the config has no entry for GLoRA layer '{}'", l.name);
-        }
-    }
-    for l in &layers {
-        let n = read_glora_node(g, l.node)?;
         let config = configs
             .get(&l.name)
             .ok_or_else(|| anyhow!("the config has no entry for GLoRA layer '{}'", l.name))?;
-        reparameterize_layer(g, &n, config)?;
+        chosen.push((l, config));
+    }
+    for (l, config) in chosen {
+        let n = read_glora_node(g, l.node)?;
+        rewrite(g, &n, config).with_context(|| format!("{pass}: layer '{}'", l.name))?;
     }
     g.validate()
-        .context("graph check after reparameterisation")?;
+        .with_context(|| format!("graph check after {pass}"))?;
     Ok(PassReport {
-        pass: "reparameterize",
+        pass,
         changed: layers.len(),
     })
 }
