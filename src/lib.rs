@@ -2,7 +2,9 @@
 //!
 //! A model enters through [`onnx`] as an [`ir::Graph`], is rewritten by [`passes`],
 //! runs on a backend from [`exec`], leaves through [`onnx`] again and is checked in
-//! tract by [`verify`]. The `glora` binary's subcommands live in [`cli`].
+//! tract by [`verify`]. A GLoRA [`supernet`] ties these together: the adapted graph,
+//! its search space and its adapters, saved as a `NAME.glora/` directory. The `glora`
+//! binary's subcommands live in [`cli`].
 
 pub mod cli;
 pub mod exec;
@@ -11,4 +13,5 @@ pub mod io;
 pub mod ir;
 pub mod onnx;
 pub mod passes;
+pub mod supernet;
 pub mod verify;

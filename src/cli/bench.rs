@@ -1,5 +1,7 @@
 //! `glora bench …`: speed measurements that anyone can rerun. `forward` times glora's
-//! CPU executor against tract on the same model, inputs and number of threads.
+//! CPU executor against tract on the same model, inputs and number of threads; `glora`
+//! times, in tract, a supernet's base model against its merged and unmerged exports
+//! under one config (merging should cost nothing at inference).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,6 +15,35 @@ use crate::verify::TractModel;
 pub enum Bench {
     /// Forward latency of one model: glora's executor and tract, median of several runs.
     Forward(ForwardArgs),
+    /// Forward latency in tract of a supernet's base model (simplified, as `glora
+    /// convert` writes it), its merged export and its unmerged export under one config.
+    Glora(GloraArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct GloraArgs {
+    /// The supernet directory written by `glora compile`.
+    pub supernet: PathBuf,
+    /// The per-layer config (default: the one stored in the supernet).
+    #[arg(long, value_name = "CONFIG.json", conflicts_with = "random_config")]
+    pub config: Option<PathBuf>,
+    /// Draw each layer's config uniformly from the search space instead.
+    #[arg(long)]
+    pub random_config: bool,
+    /// Seed of --random-config.
+    #[arg(long, default_value_t = 0, requires = "random_config")]
+    pub config_seed: u64,
+    #[command(flatten)]
+    pub inputs: InputFlags,
+    /// Timed runs per model.
+    #[arg(long, default_value_t = 10)]
+    pub iters: usize,
+    /// Untimed runs before timing.
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// Threads for tract (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -35,13 +66,14 @@ pub struct ForwardArgs {
 pub fn run(b: Bench) -> anyhow::Result<ExitCode> {
     match b {
         Bench::Forward(a) => forward(a),
+        Bench::Glora(a) => glora(a),
     }
 }
 
-fn forward(a: ForwardArgs) -> anyhow::Result<ExitCode> {
-    let threads = a
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+/// Sets both runtimes' thread pools; returns the thread count.
+fn set_threads(threads: Option<usize>) -> usize {
+    let threads =
+        threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build_global()
@@ -49,6 +81,11 @@ fn forward(a: ForwardArgs) -> anyhow::Result<ExitCode> {
     tract_linalg::multithread::set_default_executor(
         tract_linalg::multithread::Executor::multithread(threads),
     );
+    threads
+}
+
+fn forward(a: ForwardArgs) -> anyhow::Result<ExitCode> {
+    let threads = set_threads(a.threads);
 
     let mut g = common::import(&a.model, &a.inputs.shapes)?;
     let inputs = common::inputs(&g, &a.inputs)?;
@@ -94,10 +131,145 @@ fn forward(a: ForwardArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A scratch directory removed when dropped.
+struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    fn new() -> anyhow::Result<ScratchDir> {
+        let p = std::env::temp_dir().join(format!("glora-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+        Ok(ScratchDir(p))
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn glora(a: GloraArgs) -> anyhow::Result<ExitCode> {
+    let threads = set_threads(a.threads);
+    let sp = common::spinner(format!("loading {}", a.supernet.display()));
+    let net = crate::supernet::Supernet::load(&a.supernet);
+    sp.finish_and_clear();
+    let net = net?;
+    let config = match (&a.config, a.random_config, &net.config) {
+        (Some(path), _, _) => super::export::read_config(&net, path)?,
+        (None, true, _) => net.random_config(a.config_seed),
+        (None, false, Some(stored)) => stored.clone(),
+        (None, false, None) => anyhow::bail!(
+            "{}: holds no chosen config; pass --config CONFIG.json or --random-config",
+            a.supernet.display()
+        ),
+    };
+    let scratch = ScratchDir::new()?;
+    let sp = common::spinner("writing the base, merged and unmerged models".into());
+    let models = [
+        ("base", net.base.clone()),
+        ("merged", net.merged(&config)?),
+        ("unmerged", net.unmerged(&config)?),
+    ];
+    let mut paths = Vec::new();
+    for (name, g) in &models {
+        let p = scratch.0.join(format!("{name}.onnx"));
+        crate::onnx::export_file(g, &p, &Default::default())?;
+        paths.push((*name, p));
+    }
+    sp.finish_and_clear();
+    let inputs = common::inputs(&net.base, &a.inputs)?;
+    let shapes: Vec<String> = inputs
+        .iter()
+        .map(|(n, t)| format!("{n}={:?}", t.shape()))
+        .collect();
+    println!(
+        "supernet {}  layers {}  inputs {}  threads {threads}",
+        a.supernet.display(),
+        net.layers.len(),
+        shapes.join(" ")
+    );
+    let sp = common::spinner("loading the models in tract".into());
+    let loaded = paths
+        .iter()
+        .map(|(_, p)| TractModel::load(p, &inputs))
+        .collect::<Result<Vec<_>, _>>();
+    sp.finish_and_clear();
+    let loaded = loaded?;
+    let timings = time_interleaved(&loaded, &inputs, a.warmup, a.iters)?;
+    let timings: Vec<(&str, Timing)> = paths.iter().map(|(n, _)| *n).zip(timings).collect();
+    println!(
+        "{:<10} {:>10} {:>10} {:>10} {:>8}",
+        "model", "median ms", "min ms", "max ms", "ops"
+    );
+    for ((name, t), (_, g)) in timings.iter().zip(&models) {
+        println!(
+            "{name:<10} {:>10.2} {:>10.2} {:>10.2} {:>8}",
+            t.median * 1e3,
+            t.min * 1e3,
+            t.max * 1e3,
+            g.op_histogram().values().sum::<usize>()
+        );
+    }
+    let base = timings[0].1.median;
+    println!(
+        "ratio merged/base (median):   {:.3}",
+        timings[1].1.median / base
+    );
+    println!(
+        "ratio unmerged/base (median): {:.3}",
+        timings[2].1.median / base
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Times the models in rounds, one run of each per round, so that drift in the
+/// machine's speed (frequency, other load) falls on all of them alike.
+fn time_interleaved(
+    models: &[TractModel],
+    inputs: &[(String, crate::ir::Tensor)],
+    warmup: usize,
+    iters: usize,
+) -> anyhow::Result<Vec<Timing>> {
+    let iters = iters.max(1);
+    let pb = common::bar(((warmup + iters) * models.len()) as u64, "timing");
+    let mut times = vec![Vec::with_capacity(iters); models.len()];
+    for round in 0..warmup + iters {
+        for (m, t) in models.iter().zip(times.iter_mut()) {
+            let t0 = Instant::now();
+            m.run(inputs)?;
+            if round >= warmup {
+                t.push(t0.elapsed().as_secs_f64());
+            }
+            pb.inc(1);
+        }
+    }
+    pb.finish_and_clear();
+    Ok(times.into_iter().map(Timing::of).collect())
+}
+
 struct Timing {
     median: f64,
     min: f64,
     max: f64,
+}
+
+impl Timing {
+    /// Statistics of at least one run time.
+    fn of(mut times: Vec<f64>) -> Timing {
+        times.sort_by(f64::total_cmp);
+        let n = times.len();
+        let mid = n / 2;
+        let median = match n {
+            0 => 0.0,
+            _ if n.is_multiple_of(2) => (times[mid - 1] + times[mid]) / 2.0,
+            _ => times[mid],
+        };
+        Timing {
+            median,
+            min: times.first().copied().unwrap_or(0.0),
+            max: times.last().copied().unwrap_or(0.0),
+        }
+    }
 }
 
 fn time_runs(
@@ -118,16 +290,5 @@ fn time_runs(
         pb.inc(1);
     }
     pb.finish_and_clear();
-    times.sort_by(f64::total_cmp);
-    let mid = times.len() / 2;
-    let median = if times.len() % 2 == 0 {
-        (times[mid - 1] + times[mid]) / 2.0
-    } else {
-        times[mid]
-    };
-    Ok(Timing {
-        median,
-        min: times[0],
-        max: times[times.len() - 1],
-    })
+    Ok(Timing::of(times))
 }

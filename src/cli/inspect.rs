@@ -1,14 +1,18 @@
 //! `glora inspect MODEL.onnx`: what a model takes and gives, what it is made of, and
-//! which linear layers glora can adapt.
+//! which linear layers glora can adapt. `glora inspect NAME.glora`: a supernet's base
+//! model, adapted layers, rank set, parameter counts and chosen config.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use super::common;
+use super::compile::group;
+use crate::glora::{layer_params, model_param_range, supernet_params};
+use crate::supernet::artifact;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The ONNX model.
+    /// The ONNX model, or a supernet directory written by `glora compile`.
     pub model: PathBuf,
     /// Also print the whole graph after simplification, one node per line.
     #[arg(long)]
@@ -16,6 +20,9 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
+    if a.model.is_dir() {
+        return inspect_supernet(&a.model);
+    }
     let mut g = common::import(&a.model, &[])?;
     println!("model: {}", a.model.display());
     println!("inputs:");
@@ -73,4 +80,100 @@ fn ty(t: &Option<crate::ir::TensorType>) -> String {
     t.as_ref()
         .map(|t| t.to_string())
         .unwrap_or_else(|| "?".into())
+}
+
+/// Reads the manifest (checked against its schema) and the adapters; the base model
+/// is only hashed, not imported, so a supernet whose base moved can still be inspected.
+fn inspect_supernet(dir: &Path) -> anyhow::Result<ExitCode> {
+    let manifest = artifact::read_manifest(dir)?;
+    let space = manifest.search_space(&dir.join(artifact::MANIFEST_FILE))?;
+    let base = manifest.base_path(dir);
+    let base_state = match artifact::check_base(&manifest, dir) {
+        Ok(_) => "sha256 ok".to_string(),
+        Err(e) => format!("PROBLEM: {e:#}"),
+    };
+    println!("supernet: {}", dir.display());
+    println!("base model: {} ({base_state})", base.display());
+    println!("ranks: {:?}", space.ranks());
+    for (slot, options) in [
+        ("A", &manifest.search_space.a),
+        ("B", &manifest.search_space.b),
+        ("C", &manifest.search_space.c),
+        ("D", &manifest.search_space.d),
+        ("E", &manifest.search_space.e),
+    ] {
+        println!("  {slot}: {}", options.join(", "));
+    }
+    println!("configs per layer: {}", space.len());
+    let adapters = match artifact::layer_adapters(dir, &manifest.layers, space.max_rank()) {
+        Ok(a) => format!("{} tensors, shapes ok", 8 * a.len()),
+        Err(e) => format!("PROBLEM: {e:#}"),
+    };
+    println!("adapters: {adapters}");
+    if let Some(config) = &manifest.config {
+        let names: Vec<&str> = manifest.layers.iter().map(|l| l.name.as_str()).collect();
+        if let Err(e) = config.validate(&space, &names) {
+            println!("config: PROBLEM: {e}");
+        }
+    }
+    println!("adapted layers: {}", manifest.layers.len());
+    let w = manifest
+        .layers
+        .iter()
+        .map(|l| l.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let config = manifest.config.as_ref();
+    println!(
+        "  {:<w$}  {:>6}  {:>6}  {:<4}  {:<6}  {:>10}{}",
+        "name",
+        "in",
+        "out",
+        "bias",
+        "kind",
+        "params",
+        if config.is_some() {
+            "  config (params)"
+        } else {
+            ""
+        }
+    );
+    for l in &manifest.layers {
+        let chosen = config
+            .and_then(|c| c.get(&l.name))
+            .map(|c| format!("  {c} ({})", group(layer_params(l.shape(), c))))
+            .unwrap_or_default();
+        println!(
+            "  {:<w$}  {:>6}  {:>6}  {:<4}  {:<6}  {:>10}{chosen}",
+            l.name,
+            l.d_in,
+            l.d_out,
+            if l.has_bias { "yes" } else { "no" },
+            format!("{:?}", l.kind),
+            group(supernet_params(l.shape(), space.max_rank()))
+        );
+    }
+    let supernet: usize = manifest
+        .layers
+        .iter()
+        .map(|l| supernet_params(l.shape(), space.max_rank()))
+        .sum();
+    let range = model_param_range(&space, manifest.layers.iter().map(|l| l.shape()));
+    println!("adapter parameters:");
+    println!("  full supernet   {:>12}", group(supernet));
+    println!("  smallest config {:>12}", group(range.min));
+    println!("  largest config  {:>12}", group(range.max));
+    match config {
+        Some(c) => {
+            let n: usize = manifest
+                .layers
+                .iter()
+                .filter_map(|l| c.get(&l.name).map(|lc| layer_params(l.shape(), lc)))
+                .sum();
+            println!("  chosen config   {:>12}", group(n));
+        }
+        None => println!("config: none chosen yet"),
+    }
+    Ok(ExitCode::SUCCESS)
 }

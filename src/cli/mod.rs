@@ -3,7 +3,9 @@
 
 mod bench;
 mod common;
+mod compile;
 mod convert;
+mod export;
 mod inspect;
 mod run;
 mod verify;
@@ -23,14 +25,22 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Show a model's inputs, outputs, op histogram, parameter count and linear layers.
+    /// Show a model's inputs, outputs, op histogram, parameter count and linear layers,
+    /// or a supernet directory's layers, ranks, parameter counts and config.
     Inspect(inspect::Args),
     /// Run a model with glora's CPU executor and summarise (or save) its outputs.
     Run(run::Args),
     /// Import a model, simplify it (fold constants, fuse LayerNorm and GELU, drop dead
     /// code) and export it again.
     Convert(convert::Args),
-    /// Run a model in tract and compare it with another model or with glora's executor.
+    /// Adapt a model's linear layers with GLoRA and write the supernet directory
+    /// (NAME.glora: base model reference, adapters, search space).
+    Compile(compile::Args),
+    /// Write the model a config selects from a supernet: merged into plain weights
+    /// (the base model's ops and cost) or, with --unmerged, in standard ops per layer.
+    Export(export::Args),
+    /// Run a model in tract and compare it with another model, with glora's executor,
+    /// or with a supernet's adapted graph under a config.
     Verify(verify::Args),
     /// Measure speed: glora's executor against tract.
     #[command(subcommand)]
@@ -43,6 +53,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Inspect(a) => inspect::run(a),
         Command::Run(a) => run::run(a),
         Command::Convert(a) => convert::run(a),
+        Command::Compile(a) => compile::run(a),
+        Command::Export(a) => export::run(a),
         Command::Verify(a) => verify::run(a),
         Command::Bench(b) => bench::run(b),
     }

@@ -1,12 +1,17 @@
-//! `glora verify A.onnx [B.onnx | --ours]`: runs A in tract and compares it with B in
-//! tract, or with glora's own executor on A; exit code 1 when any output differs by more
+//! `glora verify A.onnx [B.onnx | --ours | --against NAME.glora --config C.json]`: runs
+//! A in tract and compares it with B in tract, with glora's own executor on A, or with
+//! glora's executor on a supernet's adapted graph under a config (the check that an
+//! exported model is the adapted model); exit code 1 when any output differs by more
 //! than the tolerance.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use super::common::{self, InputFlags};
-use crate::ir::{Shape, Tensor};
+use crate::glora::ModelConfig;
+use crate::ir::{Graph, Shape, Tensor};
+use crate::supernet::Supernet;
 use crate::verify::{Comparison, TractModel, compare_outputs};
 
 #[derive(Debug, clap::Args)]
@@ -14,11 +19,22 @@ pub struct Args {
     /// The reference model, run in tract.
     pub model: PathBuf,
     /// A second model to run in tract on the same inputs and compare with the first.
-    #[arg(conflicts_with = "ours", required_unless_present = "ours")]
+    #[arg(
+        conflicts_with_all = ["ours", "against"],
+        required_unless_present_any = ["ours", "against"]
+    )]
     pub other: Option<PathBuf>,
     /// Compare tract on MODEL with glora's executor on MODEL.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "against")]
     pub ours: bool,
+    /// Compare tract on MODEL (an exported model) with glora's executor on this
+    /// supernet's adapted graph under --config; also prints MODEL's op histogram beside
+    /// the base model's.
+    #[arg(long, value_name = "NAME.glora", requires = "config")]
+    pub against: Option<PathBuf>,
+    /// The config MODEL was exported with (for --against).
+    #[arg(long, value_name = "CONFIG.json", requires = "against")]
+    pub config: Option<PathBuf>,
     /// Largest allowed absolute difference of any output element.
     #[arg(long, default_value_t = 1e-4)]
     pub tolerance: f64,
@@ -27,7 +43,16 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
+    let adapted = match (&a.against, &a.config) {
+        (Some(dir), Some(config)) => Some(load_adapted(dir, config)?),
+        _ => None,
+    };
     let g = common::import(&a.model, &a.inputs.shapes)?;
+    if let Some((net, _)) = &adapted {
+        let mut simplified = g.clone();
+        common::optimize(&mut simplified, &a.model)?;
+        print_histograms(&simplified, net);
+    }
     let inputs = common::inputs(&g, &a.inputs)?;
     for (n, t) in &inputs {
         println!("input  {n:<24} {}{:?}", t.dtype(), t.shape());
@@ -38,8 +63,21 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     sp.finish_and_clear();
     let names = reference.output_names().to_vec();
 
-    let (label, got, got_names) = match &a.other {
-        Some(other) => {
+    let (label, got, got_names) = match (&a.other, &adapted) {
+        (_, Some((net, config))) => {
+            let sp = common::spinner("running glora's executor on the adapted graph".into());
+            let (y, n) = net.run_adapted(config, &inputs)?;
+            sp.finish_and_clear();
+            (
+                format!(
+                    "glora's executor on {} (adapted)",
+                    a.against.as_deref().unwrap_or(a.model.as_path()).display()
+                ),
+                y,
+                n,
+            )
+        }
+        (Some(other), None) => {
             let sp = common::spinner(format!("running {} in tract", other.display()));
             let m = TractModel::load(other, &inputs)?;
             let y = m.run(&inputs)?;
@@ -50,7 +88,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                 m.output_names().to_vec(),
             )
         }
-        None => {
+        (None, None) => {
             let (y, n) = run_ours(g, &inputs, &a)?;
             ("glora's executor".to_string(), y, n)
         }
@@ -66,6 +104,52 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     } else {
         println!("FAILED: max abs error {worst:.3e} > {:.0e}", a.tolerance);
         Ok(ExitCode::from(1))
+    }
+}
+
+/// The supernet and the config to run it under; the config is checked first, so a bad
+/// one stops the command before any model runs.
+fn load_adapted(
+    dir: &std::path::Path,
+    config: &std::path::Path,
+) -> anyhow::Result<(Supernet, ModelConfig)> {
+    let sp = common::spinner(format!("loading {}", dir.display()));
+    let net = Supernet::load(dir);
+    sp.finish_and_clear();
+    let net = net?;
+    let config = super::export::read_config(&net, config)?;
+    Ok((net, config))
+}
+
+/// The op histogram of the model under test beside the base model's, both simplified.
+/// A merged model has the base's ops plus one bias Add per adapted layer that had no
+/// bias.
+fn print_histograms(model: &Graph, net: &Supernet) {
+    let got = model.op_histogram();
+    let base = net.base.op_histogram();
+    let mut names: Vec<&String> = got.keys().chain(base.keys()).collect();
+    names.sort();
+    names.dedup();
+    println!("{:<22} {:>8} {:>8}", "op", "model", "base");
+    let count = |h: &BTreeMap<String, usize>, n: &String| h.get(n).copied().unwrap_or(0);
+    for n in names {
+        let (m, b) = (count(&got, n), count(&base, n));
+        let mark = if m == b { "" } else { "  differs" };
+        println!("{n:<22} {m:>8} {b:>8}{mark}");
+    }
+    let biasless = net.layers.iter().filter(|l| !l.shape.has_bias).count();
+    let mut with_bias_adds = base.clone();
+    if biasless > 0 {
+        *with_bias_adds.entry("Add".to_string()).or_default() += biasless;
+    }
+    if got == base {
+        println!("op histograms: identical");
+    } else if got == with_bias_adds {
+        println!(
+            "op histograms: identical but for {biasless} bias Add(s) of adapted layers without a bias"
+        );
+    } else {
+        println!("op histograms: differ");
     }
 }
 
