@@ -548,7 +548,7 @@ fn minilm_optimizes_to_18_linear_layers_and_keeps_results() {
 
 #[test]
 fn vit_s_has_48_block_layers_and_a_gemm_head() {
-    let Some(path) = model("/work/models/vit-s.onnx") else {
+    let Some(path) = model("models/torch-vit-s.onnx") else {
         return;
     };
     let original = glora::onnx::import_file(&path).unwrap();

@@ -40,7 +40,7 @@ fn check(path: &std::path::Path, optimise: bool) {
 #[test]
 fn real_models_match_tract() {
     for p in [
-        "/work/models/vit-s.onnx",
+        "fixtures:models/torch-vit-s.onnx",
         "fixtures:models/dinov2-vits14-focus.onnx",
         "fixtures:models/paraphrase-minilm-l3.onnx",
     ] {

@@ -136,7 +136,7 @@ fn compare_with_tract(path: &Path, batch: usize, runs: usize) {
 #[ignore]
 fn real_models_beside_tract() {
     for (p, batch) in [
-        ("/work/models/vit-s.onnx", 8),
+        ("fixtures:models/torch-vit-s.onnx", 8),
         ("fixtures:models/dinov2-vits14-focus.onnx", 2),
         ("fixtures:models/paraphrase-minilm-l3.onnx", 4),
     ] {
