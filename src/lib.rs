@@ -14,4 +14,5 @@ pub mod ir;
 pub mod onnx;
 pub mod passes;
 pub mod supernet;
+pub mod train;
 pub mod verify;
