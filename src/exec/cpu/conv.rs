@@ -283,6 +283,26 @@ fn spread(tasks: usize) -> bool {
     threads > 1 && tasks > 1 && (tasks >= 2 * threads || tasks.is_multiple_of(threads))
 }
 
+/// Runs `task` on each `task_len`-long piece of `out` (one image and group each,
+/// with a reusable scratch buffer): spread across the pool when there are enough
+/// pieces, otherwise one after another with parallelism inside each.
+fn run_tasks<E: Send>(
+    out: &mut [f32],
+    task_len: usize,
+    task: impl Fn(usize, &mut [f32], &mut Vec<f32>, bool) -> Result<(), E> + Sync,
+) -> Result<(), E> {
+    if spread(out.len() / task_len) {
+        out.par_chunks_mut(task_len)
+            .enumerate()
+            .try_for_each_init(Vec::new, |cols, (t, dst)| task(t, dst, cols, false))
+    } else {
+        let mut cols = Vec::new();
+        out.chunks_mut(task_len)
+            .enumerate()
+            .try_for_each(|(t, dst)| task(t, dst, &mut cols, true))
+    }
+}
+
 pub(crate) fn conv(
     attrs: &ConvAttrs,
     x: &CpuValue,
@@ -343,16 +363,7 @@ pub(crate) fn conv(
                     parallel,
                 )
             };
-            if spread(n * g) {
-                out.par_chunks_mut(task_len)
-                    .enumerate()
-                    .try_for_each_init(Vec::new, |cols, (t, dst)| task(t, dst, cols, false))
-            } else {
-                let mut cols = Vec::new();
-                out.chunks_mut(task_len)
-                    .enumerate()
-                    .try_for_each(|(t, dst)| task(t, dst, &mut cols, true))
-            }
+            run_tasks(&mut out, task_len, task)
         })
     })?;
     let mut dims = vec![n, m];
@@ -469,16 +480,7 @@ pub(crate) fn conv_transpose(
                     col2im(cols, &xd[2..], &geo, dst, parallel);
                     Ok(())
                 };
-                if spread(n * g) {
-                    out.par_chunks_mut(task_len)
-                        .enumerate()
-                        .try_for_each_init(Vec::new, |cols, (t, dst)| task(t, dst, cols, false))
-                } else {
-                    let mut cols = Vec::new();
-                    out.chunks_mut(task_len)
-                        .enumerate()
-                        .try_for_each(|(t, dst)| task(t, dst, &mut cols, true))
-                }
+                run_tasks(&mut out, task_len, task)
             })
         })?;
     }
