@@ -35,15 +35,8 @@ pub struct GloraArgs {
     pub config_seed: u64,
     #[command(flatten)]
     pub inputs: InputFlags,
-    /// Timed runs per model.
-    #[arg(long, default_value_t = 10)]
-    pub iters: usize,
-    /// Untimed runs before timing.
-    #[arg(long, default_value_t = 2)]
-    pub warmup: usize,
-    /// Threads for tract (default: all cores).
-    #[arg(long)]
-    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub timing: TimingFlags,
 }
 
 #[derive(Debug, clap::Args)]
@@ -52,13 +45,20 @@ pub struct ForwardArgs {
     pub model: PathBuf,
     #[command(flatten)]
     pub inputs: InputFlags,
-    /// Timed runs per runtime.
+    #[command(flatten)]
+    pub timing: TimingFlags,
+}
+
+/// How a benchmark times its runs.
+#[derive(Debug, clap::Args)]
+pub struct TimingFlags {
+    /// Timed runs per model or runtime.
     #[arg(long, default_value_t = 10)]
     pub iters: usize,
     /// Untimed runs before timing.
     #[arg(long, default_value_t = 2)]
     pub warmup: usize,
-    /// Threads for both runtimes (default: all cores).
+    /// Threads for every runtime measured (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
 }
@@ -85,7 +85,7 @@ fn set_threads(threads: Option<usize>) -> usize {
 }
 
 fn forward(a: ForwardArgs) -> anyhow::Result<ExitCode> {
-    let threads = set_threads(a.threads);
+    let threads = set_threads(a.timing.threads);
 
     let mut g = common::import(&a.model, &a.inputs.shapes)?;
     let inputs = common::inputs(&g, &a.inputs)?;
@@ -106,10 +106,10 @@ fn forward(a: ForwardArgs) -> anyhow::Result<ExitCode> {
         a.model.display(),
         shapes.join(" ")
     );
-    let t_ours = time_runs("glora", a.warmup, a.iters, || {
+    let t_ours = time_runs("glora", a.timing.warmup, a.timing.iters, || {
         ours.run(&inputs).map(drop).map_err(Into::into)
     })?;
-    let t_tract = time_runs("tract", a.warmup, a.iters, || {
+    let t_tract = time_runs("tract", a.timing.warmup, a.timing.iters, || {
         tract.run(&inputs).map(drop).map_err(Into::into)
     })?;
     println!(
@@ -149,7 +149,7 @@ impl Drop for ScratchDir {
 }
 
 fn glora(a: GloraArgs) -> anyhow::Result<ExitCode> {
-    let threads = set_threads(a.threads);
+    let threads = set_threads(a.timing.threads);
     let sp = common::spinner(format!("loading {}", a.supernet.display()));
     let net = crate::supernet::Supernet::load(&a.supernet);
     sp.finish_and_clear();
@@ -195,7 +195,7 @@ fn glora(a: GloraArgs) -> anyhow::Result<ExitCode> {
         .collect::<Result<Vec<_>, _>>();
     sp.finish_and_clear();
     let loaded = loaded?;
-    let timings = time_interleaved(&loaded, &inputs, a.warmup, a.iters)?;
+    let timings = time_interleaved(&loaded, &inputs, a.timing.warmup, a.timing.iters)?;
     let timings: Vec<(&str, Timing)> = paths.iter().map(|(n, _)| *n).zip(timings).collect();
     println!(
         "{:<10} {:>10} {:>10} {:>10} {:>8}",
