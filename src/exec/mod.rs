@@ -50,6 +50,22 @@ pub trait Backend {
             format!("the {} backend cannot run GLoRA layers", self.name()),
         ))
     }
+    /// Computes the backward of a GLoRA layer under `config`: inputs are the eleven
+    /// forward slots and `dy`; outputs the eight adapter gradients, then `dx` when the
+    /// node has a ninth output.
+    fn run_glora_linear_grad(
+        &self,
+        node: &Node,
+        attrs: &GloraLinearAttrs,
+        config: &LayerConfig,
+        inputs: &[Option<&Self::Value>],
+    ) -> Result<Vec<Self::Value>, ExecError> {
+        let _ = (attrs, config, inputs);
+        Err(ExecError::node(
+            node,
+            format!("the {} backend cannot train GLoRA layers", self.name()),
+        ))
+    }
 }
 
 /// A failure to plan or run a graph. The message is one line naming the node and op,

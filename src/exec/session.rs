@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 
 use crate::glora::{LayerConfig, ModelConfig};
-use crate::ir::{DType, Dim, Graph, Op, Tensor, TensorType};
+use crate::ir::{DType, Dim, GloraLinearAttrs, GradOp, Graph, Node, Op, Tensor, TensorType};
 
 use super::plan::SourceKind;
 use super::{Backend, ExecError, Plan};
@@ -77,7 +77,9 @@ impl<B: Backend> Session<B> {
             .node_ids()
             .into_iter()
             .filter_map(|id| match &g.node(id).op {
-                Op::GloraLinear(a) => Some((a.layer.clone(), a.rank)),
+                Op::GloraLinear(a) | Op::Grad(GradOp::GloraLinear(a)) => {
+                    Some((a.layer.clone(), a.rank))
+                }
                 _ => None,
             })
             .collect();
@@ -209,16 +211,12 @@ impl<B: Backend> Session<B> {
                 .collect::<Result<_, _>>()?;
             let outs = match &node.op {
                 Op::GloraLinear(a) => {
-                    let config = self.glora_configs.get(&a.layer).ok_or_else(|| {
-                        ExecError::node(
-                            node,
-                            format!(
-                                "GLoRA layer '{}' has no config: set one with set_glora_configs",
-                                a.layer
-                            ),
-                        )
-                    })?;
+                    let config = self.glora_config(node, a)?;
                     vec![self.backend.run_glora_linear(node, a, config, &args)?]
+                }
+                Op::Grad(GradOp::GloraLinear(a)) => {
+                    let config = self.glora_config(node, a)?;
+                    self.backend.run_glora_linear_grad(node, a, config, &args)?
                 }
                 _ => self.backend.run_node(node, &args)?,
             };
@@ -244,6 +242,18 @@ impl<B: Backend> Session<B> {
             .iter()
             .map(|&v| self.backend.download(self.lookup(&table, v)?))
             .collect()
+    }
+
+    fn glora_config(&self, node: &Node, a: &GloraLinearAttrs) -> Result<&LayerConfig, ExecError> {
+        self.glora_configs.get(&a.layer).ok_or_else(|| {
+            ExecError::node(
+                node,
+                format!(
+                    "GLoRA layer '{}' has no config: set one with set_glora_configs",
+                    a.layer
+                ),
+            )
+        })
     }
 
     fn lookup<'a>(

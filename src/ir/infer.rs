@@ -14,8 +14,8 @@
 use std::collections::HashMap;
 
 use super::{
-    AspectPolicy, AutoPad, BinaryOp, ConvAttrs, DType, Dim, GemmAttrs, GloraLinearAttrs, Graph,
-    GraphError, Node, NodeIndex, Op, Port, ReduceOp, ResizeAttrs, Shape, Tensor, TensorData,
+    AspectPolicy, AutoPad, BinaryOp, ConvAttrs, DType, Dim, GemmAttrs, GloraLinearAttrs, GradOp,
+    Graph, GraphError, Node, NodeIndex, Op, Port, ReduceOp, ResizeAttrs, Shape, Tensor, TensorData,
     TensorType, UnaryOp, WeightLayout,
 };
 
@@ -27,6 +27,7 @@ pub fn input_required(op: &Op, slot: usize) -> bool {
         Op::Slice => slot < 3,
         Op::Resize(_) => slot < 1,
         Op::GloraLinear(_) => slot != 2,
+        Op::Grad(g) => g.input_required(slot),
         _ => true,
     }
 }
@@ -679,6 +680,78 @@ fn infer_outputs(node: &Node, inputs: &[Option<InputInfo>]) -> Result<Vec<Tensor
         Op::Range => single(range(&cx)?),
         Op::Resize(a) => single(resize(&cx, a)?),
         Op::GloraLinear(a) => single(glora_linear(&cx, a)?),
+        Op::Grad(g) => grad_op(&cx, g, n_out),
+    }
+}
+
+/// Output types of the training-only operations: gradients take the element type of
+/// the incoming gradient and the shape of what they differentiate.
+fn grad_op(cx: &Cx, g: &GradOp, n_out: usize) -> Result<Vec<TensorType>, GraphError> {
+    let expect = |n: usize| -> Result<(), GraphError> {
+        if n_out != n {
+            return Err(cx.err(format!("has {n_out} outputs where {n} are expected")));
+        }
+        Ok(())
+    };
+    let shaped = |slot: usize, dims: &[usize]| -> Result<TensorType, GraphError> {
+        Ok(TensorType::new(
+            cx.require_float(slot)?.dtype,
+            Shape::known(dims),
+        ))
+    };
+    match g {
+        GradOp::Unary(_) => {
+            expect(1)?;
+            Ok(vec![cx.require_float(2)?.clone()])
+        }
+        GradOp::Softmax { .. } => {
+            expect(1)?;
+            Ok(vec![cx.require_float(1)?.clone()])
+        }
+        GradOp::LayerNorm { .. } => {
+            expect(3)?;
+            let x = cx.require_float(0)?.clone();
+            let scale = cx.require_float(1)?.clone();
+            Ok(vec![x, scale.clone(), scale])
+        }
+        GradOp::Gather { x_shape, .. } => {
+            expect(1)?;
+            Ok(vec![shaped(1, x_shape)?])
+        }
+        GradOp::Slice { x_shape } => {
+            expect(1)?;
+            Ok(vec![shaped(0, x_shape)?])
+        }
+        GradOp::ConvWeight { w_shape, .. } => {
+            expect(1)?;
+            Ok(vec![shaped(1, w_shape)?])
+        }
+        GradOp::SoftmaxCrossEntropy { .. } => {
+            expect(1)?;
+            let logits = cx.require_float(0)?;
+            if logits.shape.rank() != 2 {
+                return Err(cx.err(format!("logits must be [N, K], got {logits}")));
+            }
+            Ok(vec![TensorType::new(logits.dtype, Shape::known(&[]))])
+        }
+        GradOp::SoftmaxCrossEntropyGrad { .. } => {
+            expect(1)?;
+            Ok(vec![cx.require_float(0)?.clone()])
+        }
+        GradOp::GloraLinear(a) => {
+            if n_out != 8 && n_out != 9 {
+                return Err(cx.err(format!("has {n_out} outputs where 8 or 9 are expected")));
+            }
+            let dtype = cx.require_float(11)?.dtype;
+            let mut out: Vec<TensorType> = glora_input_shapes(a)[2..]
+                .iter()
+                .map(|(_, _, dims)| TensorType::new(dtype, Shape::known(dims)))
+                .collect();
+            if n_out == 9 {
+                out.push(cx.require_float(0)?.clone());
+            }
+            Ok(out)
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 
 mod dtype;
 pub mod eval;
+mod grad_op;
 mod graph;
 pub mod infer;
 mod op;
@@ -12,6 +13,7 @@ mod shape;
 mod tensor;
 
 pub use dtype::DType;
+pub use grad_op::{GradOp, UnaryGradKind};
 pub use graph::{Edge, Graph, GraphError, Node, Port, Value};
 pub use op::*;
 pub use shape::{Dim, Shape, TensorType};

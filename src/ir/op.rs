@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use super::{DType, Tensor};
+use super::{DType, GradOp, Tensor};
 
 /// Elementwise binary operations with numpy-style broadcasting: inputs `a`, `b`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -296,6 +296,8 @@ pub enum Op {
     /// b0 are the frozen base weights; the other eight are the adapter tensors. Which
     /// option each term takes is run-time state of the executor, not an attribute.
     GloraLinear(GloraLinearAttrs),
+    /// A loss or backward operation of a training graph (see [`GradOp`]).
+    Grad(GradOp),
 }
 
 impl Op {
@@ -357,6 +359,7 @@ impl Op {
             Op::BatchNorm { .. } => "BatchNormalization",
             Op::Resize(_) => "Resize",
             Op::GloraLinear(_) => "GloraLinear",
+            Op::Grad(g) => g.name(),
         }
     }
 

@@ -28,25 +28,25 @@ pub(crate) struct GloraInputs<'a> {
 const ADAPTER_NAMES: [&str; 8] = ["Ad", "Au", "Bd", "Bu", "Cd", "Cu", "D", "E"];
 
 /// The adapter tensors as contiguous f32 rows, read once per call.
-struct Adapters {
-    ad: Vec<f32>,
-    au: Vec<f32>,
-    bd: Vec<f32>,
-    bu: Vec<f32>,
-    cd: Vec<f32>,
-    cu: Vec<f32>,
-    d: Vec<f32>,
-    e: Vec<f32>,
+pub(crate) struct Adapters {
+    pub ad: Vec<f32>,
+    pub au: Vec<f32>,
+    pub bd: Vec<f32>,
+    pub bu: Vec<f32>,
+    pub cd: Vec<f32>,
+    pub cu: Vec<f32>,
+    pub d: Vec<f32>,
+    pub e: Vec<f32>,
     /// Stored rank R: the row stride of the down factors.
-    rank: usize,
+    pub rank: usize,
 }
 
 /// The layer's shapes, used to index the flat buffers.
 #[derive(Clone, Copy)]
-struct Dims {
-    d_in: usize,
-    d_out: usize,
-    layout: WeightLayout,
+pub(crate) struct Dims {
+    pub d_in: usize,
+    pub d_out: usize,
+    pub layout: WeightLayout,
 }
 
 impl Dims {
@@ -59,7 +59,7 @@ impl Dims {
     }
 }
 
-fn expected_shapes(a: &GloraLinearAttrs) -> [Vec<usize>; 8] {
+pub(crate) fn expected_shapes(a: &GloraLinearAttrs) -> [Vec<usize>; 8] {
     let (d_in, d_out, r) = (a.d_in, a.d_out, a.rank);
     [
         vec![d_out, r],
@@ -73,14 +73,18 @@ fn expected_shapes(a: &GloraLinearAttrs) -> [Vec<usize>; 8] {
     ]
 }
 
-fn check_f32(what: &str, v: &CpuValue) -> OpResult<()> {
+pub(crate) fn check_f32(what: &str, v: &CpuValue) -> OpResult<()> {
     if v.dtype() != DType::F32 {
         bail!("{what} is {}; GLoRA layers run in f32 only", v.dtype());
     }
     Ok(())
 }
 
-fn check_inputs(a: &GloraLinearAttrs, config: &LayerConfig, ins: &GloraInputs) -> OpResult<()> {
+pub(crate) fn check_inputs(
+    a: &GloraLinearAttrs,
+    config: &LayerConfig,
+    ins: &GloraInputs,
+) -> OpResult<()> {
     if a.d_in == 0 || a.d_out == 0 || a.rank == 0 {
         bail!(
             "layer '{}' has d_in = {}, d_out = {}, rank = {}; all must be at least 1",
@@ -150,7 +154,7 @@ fn check_inputs(a: &GloraLinearAttrs, config: &LayerConfig, ins: &GloraInputs) -
     Ok(())
 }
 
-fn adapters(ins: &GloraInputs, rank: usize) -> OpResult<Adapters> {
+pub(crate) fn adapters(ins: &GloraInputs, rank: usize) -> OpResult<Adapters> {
     let [ad, au, bd, bu, cd, cu, d, e] = ins.adapters.map(|v| v.contiguous_vec::<f32>());
     Ok(Adapters {
         ad: ad?,

@@ -8,6 +8,8 @@ mod alloc;
 mod conv;
 mod elementwise;
 mod glora;
+mod glora_grad;
+mod grad;
 mod math;
 mod matmul;
 mod norm;
@@ -20,7 +22,7 @@ pub(crate) mod value;
 
 use crate::glora::LayerConfig;
 use crate::ir::eval::NodeEval;
-use crate::ir::{GloraLinearAttrs, Node, Op, Tensor};
+use crate::ir::{GloraLinearAttrs, GradOp, Node, Op, Tensor};
 
 use super::{Backend, ExecError};
 pub use value::CpuValue;
@@ -65,14 +67,22 @@ impl Backend for CpuBackend {
         alloc::retain_freed_memory();
         run_glora(attrs, config, inputs).map_err(|e| ExecError::node(node, e.0))
     }
+
+    fn run_glora_linear_grad(
+        &self,
+        node: &Node,
+        attrs: &GloraLinearAttrs,
+        config: &LayerConfig,
+        inputs: &[Option<&CpuValue>],
+    ) -> Result<Vec<CpuValue>, ExecError> {
+        alloc::retain_freed_memory();
+        run_glora_grad(attrs, config, inputs, node.outputs.len() == 9)
+            .map_err(|e| ExecError::node(node, e.0))
+    }
 }
 
-fn run_glora(
-    attrs: &GloraLinearAttrs,
-    config: &LayerConfig,
-    inputs: &[Option<&CpuValue>],
-) -> OpResult<CpuValue> {
-    let a = Args { slots: inputs };
+/// The eleven forward slots of a GLoRA layer, by role.
+fn glora_inputs<'a>(a: &Args<'a>) -> OpResult<glora::GloraInputs<'a>> {
     let names = ["Ad", "Au", "Bd", "Bu", "Cd", "Cu", "D", "E"];
     let mut adapters = Vec::with_capacity(names.len());
     for (i, name) in names.iter().enumerate() {
@@ -81,13 +91,32 @@ fn run_glora(
     let Ok(adapters) = <[&CpuValue; 8]>::try_from(adapters) else {
         bail!("internal: expected eight adapter inputs");
     };
-    let ins = glora::GloraInputs {
+    Ok(glora::GloraInputs {
         x: a.req(0, "x")?,
         w0: a.req(1, "W0")?,
         b0: a.opt(2),
         adapters,
-    };
-    glora::glora_linear(attrs, config, &ins)
+    })
+}
+
+fn run_glora(
+    attrs: &GloraLinearAttrs,
+    config: &LayerConfig,
+    inputs: &[Option<&CpuValue>],
+) -> OpResult<CpuValue> {
+    let a = Args { slots: inputs };
+    glora::glora_linear(attrs, config, &glora_inputs(&a)?)
+}
+
+fn run_glora_grad(
+    attrs: &GloraLinearAttrs,
+    config: &LayerConfig,
+    inputs: &[Option<&CpuValue>],
+    input_grad: bool,
+) -> OpResult<Vec<CpuValue>> {
+    let a = Args { slots: inputs };
+    let dy = a.req(11, "dy")?;
+    glora_grad::glora_linear_grad(attrs, config, &glora_inputs(&a)?, dy, input_grad)
 }
 
 impl NodeEval for CpuBackend {
@@ -224,10 +253,11 @@ fn run(node: &Node, inputs: &[Option<&CpuValue>]) -> OpResult<Vec<CpuValue>> {
                 *epsilon,
             ))
         }
-        Op::GloraLinear(g) => bail!(
+        Op::GloraLinear(g) | Op::Grad(GradOp::GloraLinear(g)) => bail!(
             "GLoRA layer '{}' runs only in a session that holds its config",
             g.layer
         ),
+        Op::Grad(g) => grad::run(g, &a, outputs),
         Op::Resize(r) => one(resize::resize(
             r,
             a.req(0, "X")?,

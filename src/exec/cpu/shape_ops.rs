@@ -241,17 +241,25 @@ pub(crate) fn gather(x: &CpuValue, indices: &CpuValue, axis: i64) -> OpResult<Cp
 }
 
 /// One axis of a Slice after clamping: first index, step and length.
-#[derive(Debug, PartialEq)]
-struct SliceAxis {
-    start: i64,
-    step: i64,
-    len: usize,
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct SliceAxis {
+    pub start: i64,
+    pub step: i64,
+    pub len: usize,
 }
 
 /// ONNX Slice clamping for one axis of size `d`.
 fn slice_axis(d: usize, start: i64, end: i64, step: i64) -> OpResult<SliceAxis> {
     if step == 0 {
         bail!("slice step cannot be 0");
+    }
+    if d == 0 {
+        // Nothing to take, whatever the bounds and direction.
+        return Ok(SliceAxis {
+            start: 0,
+            step,
+            len: 0,
+        });
     }
     let d = d as i128;
     let (start, end, step) = (start as i128, end as i128, step as i128);
@@ -274,14 +282,15 @@ fn slice_axis(d: usize, start: i64, end: i64, step: i64) -> OpResult<SliceAxis> 
     })
 }
 
-pub(crate) fn slice(
-    x: &CpuValue,
+/// The per-axis ranges a Slice with these inputs reads from a tensor of shape `dims`.
+pub(crate) fn slice_plan(
+    dims: &[usize],
     starts: &CpuValue,
     ends: &CpuValue,
     axes: Option<&CpuValue>,
     steps: Option<&CpuValue>,
-) -> OpResult<CpuValue> {
-    let r = x.rank();
+) -> OpResult<Vec<SliceAxis>> {
+    let r = dims.len();
     let starts = int_values(starts, "starts")?;
     let ends = int_values(ends, "ends")?;
     if starts.len() != ends.len() {
@@ -304,8 +313,7 @@ pub(crate) fn slice(
     if axes.iter().collect::<HashSet<_>>().len() != axes.len() {
         bail!("axes {axes:?} repeat an axis");
     }
-    let mut plan: Vec<SliceAxis> = x
-        .dims()
+    let mut plan: Vec<SliceAxis> = dims
         .iter()
         .map(|&d| SliceAxis {
             start: 0,
@@ -317,8 +325,19 @@ pub(crate) fn slice(
         if ax >= r {
             bail!("axis {ax} out of range for rank {r}");
         }
-        plan[ax] = slice_axis(x.dims()[ax], starts[i], ends[i], steps[i])?;
+        plan[ax] = slice_axis(dims[ax], starts[i], ends[i], steps[i])?;
     }
+    Ok(plan)
+}
+
+pub(crate) fn slice(
+    x: &CpuValue,
+    starts: &CpuValue,
+    ends: &CpuValue,
+    axes: Option<&CpuValue>,
+    steps: Option<&CpuValue>,
+) -> OpResult<CpuValue> {
+    let plan = slice_plan(x.dims(), starts, ends, axes, steps)?;
     if plan.iter().all(|p| p.step == 1) {
         let mut t = x.tensor().clone();
         for (ax, p) in plan.iter().enumerate() {
@@ -531,5 +550,6 @@ mod tests {
         assert_eq!(slice_axis(10, 20, 30, 1).unwrap(), a(10, 0, 1));
         assert_eq!(slice_axis(10, 1, 10, 4).unwrap(), a(1, 3, 4));
         assert!(slice_axis(10, 0, 1, 0).is_err());
+        assert_eq!(slice_axis(0, -1, i64::MIN, -1).unwrap().len, 0);
     }
 }

@@ -81,6 +81,7 @@ pub(crate) fn export_node(cx: &mut ExportCtx, n: &ExportNode) -> Result<(), Onnx
         | Op::ConstantOfShape { .. }
         | Op::Range => shape::export(cx, n),
         Op::GloraLinear(_) => Err(n.err(GLORA_NOT_EXPORTABLE)),
+        Op::Grad(_) => Err(n.err("is a training-only operation: export the forward graph")),
     }
 }
 
