@@ -6,11 +6,13 @@
 //! [`insert_glora`] puts GLoRA layers there, and [`reparameterize`] (merged weights)
 //! or [`expand_glora`] (standard ops on activations) takes them out again.
 
+mod autodiff;
 mod constant_fold;
 mod dce;
 mod expand_glora;
 mod fuse_gelu;
 mod fuse_layer_norm;
+mod head;
 mod identity;
 mod insert_glora;
 mod linear;
@@ -23,11 +25,16 @@ use crate::ir::Graph;
 use crate::ir::eval::NodeEval;
 use crate::ir::infer::infer_types;
 
+pub use autodiff::{ParamGrad, autodiff};
 pub use constant_fold::{MAX_FOLDED_ELEMENTS, fold_constants};
 pub use dce::eliminate_dead_code;
 pub use expand_glora::expand_glora;
 pub use fuse_gelu::fuse_gelu;
 pub use fuse_layer_norm::fuse_layer_norm;
+pub use head::{
+    HEAD_BIAS, HEAD_WEIGHT, HeadSpec, LOGITS, Pool, attach_head, default_features, default_pool,
+    init_head, plan_head, rename_head_for_export,
+};
 pub use identity::eliminate_identity;
 pub use insert_glora::{
     AdaptedLayer, adapter_tensors, glora_layers, insert_glora, select_layers, set_adapter_tensors,
