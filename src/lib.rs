@@ -11,6 +11,7 @@ pub mod exec;
 pub mod glora;
 pub mod io;
 pub mod ir;
+pub mod models;
 pub mod onnx;
 pub mod passes;
 pub mod supernet;

@@ -19,11 +19,16 @@ use sha2::{Digest, Sha256};
 
 use crate::glora::{AdapterTensors, LayerShape, ModelConfig, SearchSpace, Slot, tensor_names};
 use crate::ir::Tensor;
+use crate::passes::HeadSpec;
 
 /// The manifest's file name inside the artifact directory.
 pub const MANIFEST_FILE: &str = "glora.json";
 /// The adapter tensors' file name inside the artifact directory.
 pub const ADAPTERS_FILE: &str = "adapters.safetensors";
+/// The head's weights inside the artifact directory, when the manifest has a head.
+pub const HEAD_FILE: &str = "head.safetensors";
+/// Base weights changed by full fine-tuning, by value name, when there are any.
+pub const WEIGHTS_FILE: &str = "weights.safetensors";
 /// The layout version this code reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -39,6 +44,10 @@ pub struct Manifest {
     pub layers: Vec<LayerEntry>,
     pub search_space: SpaceLists,
     pub config: Option<ModelConfig>,
+    /// The classification head training attached, if any; its weights are in
+    /// [`HEAD_FILE`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<HeadSpec>,
 }
 
 /// The model the adapters were inserted into.
@@ -282,6 +291,7 @@ pub fn write_artifact(
     dir: &Path,
     manifest: &Manifest,
     adapters: &[(String, Tensor)],
+    extras: &[(&str, Vec<(String, Tensor)>)],
 ) -> anyhow::Result<()> {
     if dir.exists() && !is_replaceable(dir) {
         bail!(
@@ -291,7 +301,8 @@ pub fn write_artifact(
     }
     let staging = sibling(dir, "tmp")?;
     let _ = fs::remove_dir_all(&staging);
-    let written = fill(&staging, manifest, adapters).and_then(|()| swap_into_place(&staging, dir));
+    let written =
+        fill(&staging, manifest, adapters, extras).and_then(|()| swap_into_place(&staging, dir));
     if written.is_err() {
         let _ = fs::remove_dir_all(&staging);
     }
@@ -305,9 +316,17 @@ pub fn write_manifest(dir: &Path, manifest: &Manifest) -> anyhow::Result<()> {
         .with_context(|| file.display().to_string())
 }
 
-fn fill(staging: &Path, manifest: &Manifest, adapters: &[(String, Tensor)]) -> anyhow::Result<()> {
+fn fill(
+    staging: &Path,
+    manifest: &Manifest,
+    adapters: &[(String, Tensor)],
+    extras: &[(&str, Vec<(String, Tensor)>)],
+) -> anyhow::Result<()> {
     fs::create_dir_all(staging).with_context(|| staging.display().to_string())?;
     crate::io::write_safetensors(&staging.join(ADAPTERS_FILE), adapters)?;
+    for (file, tensors) in extras {
+        crate::io::write_safetensors(&staging.join(file), tensors)?;
+    }
     write_manifest(staging, manifest)
 }
 
@@ -370,6 +389,7 @@ mod tests {
             }],
             search_space: SpaceLists::of(&space),
             config: None,
+            head: None,
         }
     }
 
@@ -444,10 +464,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("m.glora");
         let t = Tensor::from_f32(vec![2], vec![1.0, 2.0]).unwrap();
-        write_artifact(&out, &manifest(), &[("fc1.D".into(), t.clone())]).unwrap();
+        write_artifact(&out, &manifest(), &[("fc1.D".into(), t.clone())], &[]).unwrap();
         let mut second = manifest();
         second.config = Some(ModelConfig::new());
-        write_artifact(&out, &second, &[("fc1.D".into(), t)]).unwrap();
+        write_artifact(&out, &second, &[("fc1.D".into(), t)], &[]).unwrap();
         assert_eq!(read_manifest(&out).unwrap(), second);
         assert_eq!(read_adapters(&out).unwrap().len(), 1);
         // Only the artifact is left: no staging or backup directories.
@@ -456,7 +476,7 @@ mod tests {
         let other = dir.path().join("src");
         fs::create_dir(&other).unwrap();
         fs::write(other.join("keep.txt"), b"x").unwrap();
-        assert!(write_artifact(&other, &manifest(), &[]).is_err());
+        assert!(write_artifact(&other, &manifest(), &[], &[]).is_err());
         assert!(other.join("keep.txt").is_file());
     }
 

@@ -26,11 +26,11 @@ use crate::glora::{
     model_params, supernet_params, tensor_names,
 };
 use crate::ir::{Graph, Shape, Tensor};
-use crate::passes::{self, AdaptedLayer, LinearKind, LinearLayer};
+use crate::passes::{self, AdaptedLayer, HeadSpec, LinearKind, LinearLayer};
 
 pub use artifact::{
-    ADAPTERS_FILE, BaseModel, FORMAT_VERSION, LayerEntry, LayerKind, MANIFEST_FILE, Manifest,
-    SpaceLists,
+    ADAPTERS_FILE, BaseModel, FORMAT_VERSION, HEAD_FILE, LayerEntry, LayerKind, MANIFEST_FILE,
+    Manifest, SpaceLists, WEIGHTS_FILE,
 };
 
 /// An adapted model and its search space.
@@ -51,6 +51,82 @@ pub struct Supernet {
     pub base: Graph,
     /// The chosen config, once there is one.
     pub config: Option<ModelConfig>,
+    /// The classification head training attached, once there is one.
+    pub head: Option<Head>,
+    /// Base weights that full fine-tuning changed, by value name; already applied to
+    /// `base` and `graph`.
+    pub trained_weights: Vec<(String, Tensor)>,
+}
+
+/// A classification head and its weights.
+#[derive(Clone, Debug)]
+pub struct Head {
+    pub spec: HeadSpec,
+    pub weight: Tensor,
+    pub bias: Tensor,
+}
+
+impl Head {
+    pub fn tensors(&self) -> Vec<(String, Tensor)> {
+        vec![
+            (passes::HEAD_WEIGHT.to_string(), self.weight.clone()),
+            (passes::HEAD_BIAS.to_string(), self.bias.clone()),
+        ]
+    }
+
+    /// Reads the head's tensors from a list of named tensors.
+    pub fn from_tensors(spec: HeadSpec, tensors: &[(String, Tensor)]) -> anyhow::Result<Head> {
+        let find = |name: &str| {
+            tensors
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, t)| t.clone())
+                .with_context(|| format!("head tensor {name} is missing"))
+        };
+        let head = Head {
+            weight: find(passes::HEAD_WEIGHT)?,
+            bias: find(passes::HEAD_BIAS)?,
+            spec,
+        };
+        let (d, k) = (head.spec.dim, head.spec.num_classes);
+        if head.weight.shape() != [d, k] || head.bias.shape() != [k] {
+            bail!(
+                "head tensors are {:?} and {:?}, the head needs [{d}, {k}] and [{k}]",
+                head.weight.shape(),
+                head.bias.shape()
+            );
+        }
+        Ok(head)
+    }
+}
+
+/// Replaces the tensors of `Const` weights of `g` by value name; every name must be a
+/// weight of the same shape and type.
+pub fn apply_weights(g: &mut Graph, weights: &[(String, Tensor)]) -> anyhow::Result<()> {
+    for (name, t) in weights {
+        let port = g
+            .find_value(name)
+            .with_context(|| format!("weight {name} is not a value of the model"))?;
+        let node = g.node_mut(port.node);
+        let old = node
+            .op
+            .weight()
+            .with_context(|| format!("value {name} is not a weight"))?;
+        if old.shape() != t.shape() || old.dtype() != t.dtype() {
+            bail!(
+                "weight {name} is {}{:?} in the model but {}{:?} in the file",
+                old.dtype(),
+                old.shape(),
+                t.dtype(),
+                t.shape()
+            );
+        }
+        node.op = match node.op {
+            crate::ir::Op::Param(_) => crate::ir::Op::Param(t.clone()),
+            _ => crate::ir::Op::Const(t.clone()),
+        };
+    }
+    Ok(())
 }
 
 /// Adapter parameter counts of a supernet.
@@ -184,6 +260,8 @@ impl Supernet {
             base_sha256,
             base,
             config: None,
+            head: None,
+            trained_weights: Vec::new(),
         })
     }
 
@@ -195,7 +273,15 @@ impl Supernet {
         let manifest_file = dir.join(MANIFEST_FILE);
         let space = manifest.search_space(&manifest_file)?;
         let base_path = artifact::check_base(&manifest, dir)?;
-        let base = import_simplified(&base_path)?;
+        let mut base = import_simplified(&base_path)?;
+        let weights_file = dir.join(WEIGHTS_FILE);
+        let trained_weights = if weights_file.is_file() {
+            let w = crate::io::read_safetensors(&weights_file)?;
+            apply_weights(&mut base, &w).with_context(|| weights_file.display().to_string())?;
+            w
+        } else {
+            Vec::new()
+        };
         let found = passes::find_linear_layers(&base);
         let chosen = recorded_layers(found, &manifest.layers, &manifest_file, &base_path)?;
         let mut net = Supernet::adapt(
@@ -212,6 +298,14 @@ impl Supernet {
                 .with_context(|| format!("{}: config", manifest_file.display()))?;
         }
         net.config = manifest.config;
+        net.trained_weights = trained_weights;
+        if let Some(spec) = manifest.head {
+            let file = dir.join(HEAD_FILE);
+            let tensors = crate::io::read_safetensors(&file)?;
+            net.head = Some(
+                Head::from_tensors(spec, &tensors).with_context(|| file.display().to_string())?,
+            );
+        }
         Ok(net)
     }
 
@@ -242,6 +336,7 @@ impl Supernet {
             layers: self.layer_entries(),
             search_space: SpaceLists::of(&self.space),
             config: self.config.clone(),
+            head: self.head.as_ref().map(|h| h.spec.clone()),
         })
     }
 
@@ -275,7 +370,33 @@ impl Supernet {
 
     /// Writes the supernet to `dir` (created, or replacing an earlier artifact).
     pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
-        artifact::write_artifact(dir, &self.manifest()?, &self.adapters()?)
+        artifact::write_artifact(
+            dir,
+            &self.manifest()?,
+            &self.adapters()?,
+            &self.extra_files(),
+        )
+    }
+
+    /// The files beside the adapters: the head's weights and fine-tuned base weights.
+    pub fn extra_files(&self) -> Vec<(&'static str, Vec<(String, Tensor)>)> {
+        let mut extras = Vec::new();
+        if let Some(h) = &self.head {
+            extras.push((HEAD_FILE, h.tensors()));
+        }
+        if !self.trained_weights.is_empty() {
+            extras.push((WEIGHTS_FILE, self.trained_weights.clone()));
+        }
+        extras
+    }
+
+    /// `g` with the head attached when there is one (its logits become the output).
+    pub fn with_head(&self, mut g: Graph) -> anyhow::Result<Graph> {
+        if let Some(h) = &self.head {
+            crate::ir::infer::infer_types(&mut g)?;
+            passes::attach_head(&mut g, &h.spec, h.weight.clone(), h.bias.clone())?;
+        }
+        Ok(g)
     }
 
     /// Fills every adapter tensor with random non-zero values, so that every option of
@@ -344,9 +465,10 @@ impl Supernet {
     /// under `config`, leaving the base model's ops.
     pub fn merged(&self, config: &ModelConfig) -> anyhow::Result<Graph> {
         self.check_config(config)?;
-        let mut g = self.graph.clone();
+        let mut g = self.with_head(self.graph.clone())?;
         passes::reparameterize(&mut g, config)?;
         passes::eliminate_dead_code(&mut g)?;
+        passes::rename_head_for_export(&mut g);
         Ok(g)
     }
 
@@ -354,9 +476,10 @@ impl Supernet {
     /// standard ops rather than folded.
     pub fn unmerged(&self, config: &ModelConfig) -> anyhow::Result<Graph> {
         self.check_config(config)?;
-        let mut g = self.graph.clone();
+        let mut g = self.with_head(self.graph.clone())?;
         passes::expand_glora(&mut g, config)?;
         passes::eliminate_dead_code(&mut g)?;
+        passes::rename_head_for_export(&mut g);
         Ok(g)
     }
 
@@ -369,7 +492,7 @@ impl Supernet {
         inputs: &[(String, Tensor)],
     ) -> anyhow::Result<(Vec<Tensor>, Vec<String>)> {
         self.check_config(config)?;
-        let mut g = self.graph.clone();
+        let mut g = self.with_head(self.graph.clone())?;
         for (name, t) in inputs {
             g.set_input_shape(name, Shape::known(t.shape()))?;
         }
