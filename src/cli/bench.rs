@@ -18,6 +18,36 @@ pub enum Bench {
     /// Forward latency in tract of a supernet's base model (simplified, as `glora
     /// convert` writes it), its merged export and its unmerged export under one config.
     Glora(GloraArgs),
+    /// Supernet training steps (forward, backward, AdamW) on random images with a
+    /// random config per layer per step: median step time and samples/s.
+    Train(TrainArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TrainArgs {
+    /// The ONNX model whose linear layers get GLoRA adapters.
+    pub model: PathBuf,
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    /// LoRA rank the adapters are stored at.
+    #[arg(long, default_value_t = 4)]
+    pub rank: usize,
+    /// Adapt only linear layers whose name matches this regular expression.
+    #[arg(long, value_name = "REGEX")]
+    pub targets: Option<String>,
+    /// Leave out linear layers whose name matches this regular expression.
+    #[arg(long, value_name = "REGEX")]
+    pub exclude: Option<String>,
+    /// Classes of the trained head, which reads the model's first output.
+    #[arg(long, default_value_t = 100)]
+    pub classes: usize,
+    /// Image side when the model's input size is not fixed.
+    #[arg(long)]
+    pub image_size: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub timing: TimingFlags,
 }
 
 #[derive(Debug, clap::Args)]
@@ -67,6 +97,7 @@ pub fn run(b: Bench) -> anyhow::Result<ExitCode> {
     match b {
         Bench::Forward(a) => forward(a),
         Bench::Glora(a) => glora(a),
+        Bench::Train(a) => train(a),
     }
 }
 
@@ -291,4 +322,106 @@ fn time_runs(
     }
     pb.finish_and_clear();
     Ok(Timing::of(times))
+}
+
+fn train(a: TrainArgs) -> anyhow::Result<ExitCode> {
+    use crate::train::graph::build_training_graph;
+    use crate::train::optim::{AdamW, AdamWConfig};
+    use crate::train::step::{Stepper, adapter_index};
+    use rand::{RngExt, SeedableRng};
+
+    let threads = set_threads(a.timing.threads);
+    let sp = common::spinner(format!("adapting {}", a.model.display()));
+    let net = crate::supernet::Supernet::compile(
+        &a.model,
+        a.targets.as_deref(),
+        a.exclude.as_deref(),
+        &[a.rank],
+        a.seed,
+    );
+    sp.finish_and_clear();
+    let mut net = net?;
+    let mut g = net.graph.clone();
+    crate::ir::infer::infer_types(&mut g)?;
+    let features = crate::passes::default_features(&g)?;
+    let port = g
+        .find_value(&features)
+        .ok_or_else(|| anyhow::anyhow!("no value {features}"))?;
+    let rank = g.value_type(port).map_or(0, |t| t.shape.rank());
+    let spec =
+        crate::passes::plan_head(&g, &features, crate::passes::default_pool(rank), a.classes)?;
+    let (weight, bias) = crate::passes::init_head(&spec, a.seed)?;
+    net.head = Some(crate::supernet::Head { spec, weight, bias });
+    let forward = net.with_head(net.graph.clone())?;
+    let dims: Vec<Option<usize>> = g
+        .inputs
+        .first()
+        .and_then(|&i| g.value_type(crate::ir::Port::new(i, 0)))
+        .map(|t| t.shape.dims().iter().map(|d| d.known()).collect())
+        .unwrap_or_default();
+    let image: Vec<usize> = match (dims.as_slice(), a.image_size) {
+        ([_, Some(c), _, _], Some(s)) => vec![*c, s, s],
+        ([_, Some(c), Some(h), Some(w)], None) => vec![*c, *h, *w],
+        _ => anyhow::bail!(
+            "{}: the image input has no fixed [C, H, W]; pass --image-size",
+            a.model.display()
+        ),
+    };
+    let sp = common::spinner("building the training graph".into());
+    let tg = build_training_graph(&forward, a.batch, &image, 0.0);
+    sp.finish_and_clear();
+    let tg = tg?;
+    let trainable: usize = tg.params.iter().map(|(_, t)| t.numel()).sum();
+    let optimizer = AdamW::new(AdamWConfig {
+        lr: 1e-4,
+        weight_decay: 1e-4,
+        ..AdamWConfig::default()
+    });
+    let mut stepper = Stepper::new(tg, optimizer, adapter_index(&net))?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(a.seed);
+    let n: usize = a.batch * image.iter().product::<usize>();
+    let x: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    let mut shape = vec![a.batch];
+    shape.extend_from_slice(&image);
+    let x = crate::ir::Tensor::from_f32(shape, x)?;
+    let y: Vec<i64> = (0..a.batch)
+        .map(|_| rng.random_range(0..a.classes as i64))
+        .collect();
+    let y = crate::ir::Tensor::from_i64(vec![a.batch], y)?;
+    println!(
+        "model {}  batch {}  image {:?}  threads {threads}  adapted layers {}  trainable {}",
+        a.model.display(),
+        a.batch,
+        image,
+        net.layers.len(),
+        super::compile::group(trainable)
+    );
+    let mut step = 0u64;
+    let t = time_runs("train steps", a.timing.warmup, a.timing.iters, || {
+        step += 1;
+        let config = net.random_config(a.seed.wrapping_add(step));
+        stepper.step(x.clone(), y.clone(), Some(&config), 1e-4, step)?;
+        Ok(())
+    })?;
+    println!(
+        "{:<8} {:>10} {:>10} {:>10} {:>12}",
+        "runtime", "median ms", "min ms", "max ms", "samples/s"
+    );
+    println!(
+        "{:<8} {:>10.1} {:>10.1} {:>10.1} {:>12.1}",
+        "glora",
+        t.median * 1e3,
+        t.min * 1e3,
+        t.max * 1e3,
+        a.batch as f64 / t.median
+    );
+    println!(
+        "{}",
+        serde_json::json!({
+            "model": a.model.display().to_string(), "batch": a.batch, "threads": threads,
+            "step_s_median": t.median, "step_s_min": t.min, "step_s_max": t.max,
+            "samples_per_s": a.batch as f64 / t.median, "trainable_params": trainable,
+        })
+    );
+    Ok(ExitCode::SUCCESS)
 }

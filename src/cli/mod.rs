@@ -7,7 +7,9 @@ mod compile;
 mod convert;
 mod export;
 mod inspect;
+mod model;
 mod run;
+mod train;
 mod verify;
 
 use std::process::ExitCode;
@@ -36,6 +38,12 @@ pub enum Command {
     /// Adapt a model's linear layers with GLoRA and write the supernet directory
     /// (NAME.glora: base model reference, adapters, search space).
     Compile(compile::Args),
+    /// Write a model built in glora (a ViT with random weights) as ONNX.
+    #[command(subcommand)]
+    Model(model::Model),
+    /// Train a supernet's adapters (or a fixed config, the head only, or every
+    /// weight) on labelled images, with checkpoints and exact resume.
+    Train(train::Args),
     /// Write the model a config selects from a supernet: merged into plain weights
     /// (the base model's ops and cost) or, with --unmerged, in standard ops per layer.
     Export(export::Args),
@@ -54,6 +62,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(a) => run::run(a),
         Command::Convert(a) => convert::run(a),
         Command::Compile(a) => compile::run(a),
+        Command::Model(m) => model::run(m),
+        Command::Train(a) => train::run(a),
         Command::Export(a) => export::run(a),
         Command::Verify(a) => verify::run(a),
         Command::Bench(b) => bench::run(b),

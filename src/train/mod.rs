@@ -1,10 +1,20 @@
 //! Training: labelled image datasets loaded from disk and cut into batches of
 //! [`crate::ir::Tensor`] ([`data`]), the loss, the optimiser and the learning-rate
-//! schedule that the training loop applies to them.
+//! schedule, the training graph ([`graph`]: forward, cross-entropy and the autodiff
+//! pass's gradients), the methods ([`mode`]) and the loop with its checkpoints
+//! ([`trainer`], [`checkpoint`]).
 
+pub mod checkpoint;
 pub mod data;
+pub mod graph;
 pub mod loss;
+pub mod mode;
 pub mod optim;
 pub mod schedule;
+pub mod source;
+pub mod step;
+pub mod trainer;
 
 pub use data::{DataError, Dataset};
+pub use mode::{Method, Mode};
+pub use trainer::{RunFiles, TrainOptions, TrainSummary, train};

@@ -1,0 +1,320 @@
+//! `glora train NAME.glora --data PATH`: trains a supernet's adapters (or its head, or
+//! every weight) on a labelled image dataset, with checkpoints, JSON-lines metrics and
+//! exact resume.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+
+use super::common;
+use crate::glora::ModelConfig;
+use crate::ir::{Port, infer::infer_types};
+use crate::passes::{self, Pool};
+use crate::supernet::{Head, Supernet};
+use crate::train::mode::{preset_config, uniform_config};
+use crate::train::optim::AdamWConfig;
+use crate::train::schedule::{LrSchedule, Preset, Stepping, WarmupCosine};
+use crate::train::source::{Preprocess, imagenet_stats, open_data};
+use crate::train::{Method, Mode, RunFiles, TrainOptions};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The supernet directory (from `glora compile`); trained tensors are written back
+    /// into it, with `checkpoint.safetensors` and `metrics.jsonl`.
+    pub supernet: PathBuf,
+    /// The training data: a digits CSV (.csv/.csv.gz), a safetensors file with x and y,
+    /// a folder of IDX files, or a folder of class subfolders of images.
+    #[arg(long, value_name = "PATH")]
+    pub data: PathBuf,
+    /// What trains: supernet (random config per layer per step), fixed (--config),
+    /// lora (B as LoRA), ssf (A, D, E vectors), bitfit (E vector), head-only, or full
+    /// (every base weight).
+    #[arg(long, default_value = "supernet")]
+    pub mode: Method,
+    /// The config of --mode fixed (JSON, as `glora export --save-config` writes).
+    #[arg(long, value_name = "CONFIG.json")]
+    pub config: Option<PathBuf>,
+    /// LoRA rank of the lora preset (default: the largest rank of the supernet).
+    #[arg(long)]
+    pub rank: Option<usize>,
+    /// Training settings of the reference recipe (AdamW 1e-4, wd 1e-4, batch 64,
+    /// 500 epochs, 10 warm-up epochs, cosine to 1e-5); flags given explicitly win.
+    #[arg(long)]
+    pub reference: bool,
+    #[arg(long, default_value_t = 10)]
+    pub epochs: u64,
+    /// Stop after this many steps in all.
+    #[arg(long)]
+    pub steps: Option<u64>,
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 1e-4)]
+    pub weight_decay: f64,
+    /// Linear warm-up length in epochs, from lr/100.
+    #[arg(long, default_value_t = 1)]
+    pub warmup_epochs: u64,
+    /// Learning rate at the end of the cosine decay.
+    #[arg(long, default_value_t = 1e-5)]
+    pub min_lr: f64,
+    /// Step the schedule every epoch instead of every step.
+    #[arg(long)]
+    pub lr_per_epoch: bool,
+    #[arg(long, default_value_t = 0.0)]
+    pub label_smoothing: f32,
+    /// Seed of the sample order and of the per-step configs.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Write a checkpoint every N steps (0: only at the end).
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub checkpoint_every: u64,
+    /// Continue the run whose checkpoint is in the supernet directory.
+    #[arg(long)]
+    pub resume: bool,
+    /// Metrics file (JSON lines; default NAME.glora/metrics.jsonl).
+    #[arg(long)]
+    pub metrics: Option<PathBuf>,
+    /// Fraction of the training data held out for validation.
+    #[arg(long, default_value_t = 0.1)]
+    pub val_fraction: f64,
+    /// Use at most this many training samples (a seeded, class-stratified pick).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Train on K samples per class (few-shot).
+    #[arg(long, value_name = "K")]
+    pub k_shot: Option<usize>,
+    /// Resize images to SIZE×SIZE (default: the model's input size when it is fixed).
+    #[arg(long)]
+    pub image_size: Option<usize>,
+    /// Normalise with the ImageNet mean and deviation.
+    #[arg(long)]
+    pub imagenet_norm: bool,
+    /// The value the classification head reads (default: the model's first output).
+    #[arg(long, value_name = "OUTPUT_OR_NODE")]
+    pub features: Option<String>,
+    /// Pooling over tokens before the head (default: cls for [batch, tokens, dim]).
+    #[arg(long)]
+    pub pool: Option<Pool>,
+    /// Classes of the head (default: the data's).
+    #[arg(long)]
+    pub num_classes: Option<usize>,
+    /// Replace a head the supernet already has.
+    #[arg(long)]
+    pub new_head: bool,
+    /// The config the supernet is validated with: a file or lora|ssf|bitfit (default lora).
+    #[arg(long, value_name = "CONFIG")]
+    pub eval_config: Option<String>,
+    #[arg(long, default_value_t = 64)]
+    pub eval_batch: usize,
+    /// Sleep this long after every step (to watch or interrupt short runs).
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub throttle_ms: u64,
+}
+
+/// The `[C, H, W]` the model's image input declares, where known.
+fn model_image_dims(net: &Supernet) -> [Option<usize>; 3] {
+    let g = &net.graph;
+    let dims = g
+        .inputs
+        .first()
+        .and_then(|&i| g.value_type(Port::new(i, 0)))
+        .map(|t| t.shape.dims().to_vec())
+        .unwrap_or_default();
+    let at = |i: usize| dims.get(i).and_then(|d| d.known());
+    if dims.len() == 4 {
+        [at(1), at(2), at(3)]
+    } else {
+        [None, None, None]
+    }
+}
+
+fn config_arg(net: &Supernet, arg: &str, rank: usize) -> anyhow::Result<ModelConfig> {
+    if let Ok(m) = arg.parse::<Method>()
+        && let Some(c) = preset_config(m, rank)
+    {
+        return Ok(uniform_config(net.layer_names(), c));
+    }
+    super::export::read_config(net, Path::new(arg))
+}
+
+fn ensure_head(net: &mut Supernet, a: &Args, classes: usize) -> anyhow::Result<()> {
+    if net.head.is_some() && !a.new_head {
+        let h = &net.head.as_ref().map(|h| h.spec.clone());
+        if let Some(spec) = h
+            && spec.num_classes < classes
+        {
+            bail!(
+                "the supernet's head has {} classes but the data has {classes}; pass --new-head",
+                spec.num_classes
+            );
+        }
+        return Ok(());
+    }
+    let mut g = net.graph.clone();
+    infer_types(&mut g)?;
+    let features = match &a.features {
+        Some(f) => f.clone(),
+        None => passes::default_features(&g)?,
+    };
+    let rank = g
+        .find_value(&features)
+        .and_then(|p| g.value_type(p))
+        .map(|t| t.shape.rank())
+        .unwrap_or(0);
+    let pool = a.pool.unwrap_or(passes::default_pool(rank));
+    let spec = passes::plan_head(&g, &features, pool, a.num_classes.unwrap_or(classes))?;
+    let (weight, bias) = passes::init_head(&spec, a.seed)?;
+    net.head = Some(Head { spec, weight, bias });
+    Ok(())
+}
+
+fn schedule(a: &Args, steps_per_epoch: u64) -> (AdamWConfig, LrSchedule, u64, usize) {
+    if a.reference {
+        let s = Preset::Reference.settings();
+        return (s.optimizer, s.schedule, s.epochs, s.batch_size);
+    }
+    let opt = AdamWConfig {
+        lr: a.lr,
+        weight_decay: a.weight_decay,
+        ..AdamWConfig::default()
+    };
+    let (stepping, warmup, total) = if a.lr_per_epoch {
+        (Stepping::PerEpoch, a.warmup_epochs, a.epochs)
+    } else {
+        (
+            Stepping::PerStep { steps_per_epoch },
+            a.warmup_epochs * steps_per_epoch,
+            a.epochs * steps_per_epoch,
+        )
+    };
+    let curve = WarmupCosine {
+        base_lr: a.lr,
+        lr_min: a.min_lr.min(a.lr),
+        warmup_lr_init: a.lr / 100.0,
+        warmup_t: warmup,
+        t_initial: total.max(1),
+    };
+    (opt, LrSchedule { curve, stepping }, a.epochs, a.batch)
+}
+
+pub fn run(a: Args) -> anyhow::Result<ExitCode> {
+    let sp = common::spinner(format!("loading {}", a.supernet.display()));
+    let net = Supernet::load(&a.supernet);
+    sp.finish_and_clear();
+    let mut net = net?;
+    let splits = open_data(&a.data)?;
+    let [c, h, w] = model_image_dims(&net);
+    let size = match (a.image_size, h, w) {
+        (Some(s), _, _) => Some((s, s)),
+        (None, Some(h), Some(w)) => Some((h, w)),
+        _ => None,
+    };
+    let prep = Preprocess {
+        size,
+        channels: c,
+        normalize: a.imagenet_norm.then(imagenet_stats),
+    };
+    let all = prep.apply(&splits.train)?;
+    let (train, val) = if a.val_fraction > 0.0 {
+        let (t, v) = all
+            .split(a.val_fraction, a.seed)
+            .with_context(|| a.data.display().to_string())?;
+        (t, Some(v))
+    } else {
+        (all, None)
+    };
+    let train = match (a.k_shot, a.limit) {
+        (Some(k), _) => train.k_shot(k, a.seed)?,
+        (None, Some(n)) if n < train.n => {
+            let frac = 1.0 - n as f64 / train.n as f64;
+            train.split(frac, a.seed)?.0
+        }
+        _ => train,
+    };
+    ensure_head(&mut net, &a, train.num_classes)?;
+    let rank = a.rank.unwrap_or(net.space.max_rank());
+    let mode = match a.mode {
+        Method::Supernet => Mode::Supernet,
+        Method::Fixed => {
+            let path = a
+                .config
+                .as_ref()
+                .context("--mode fixed needs --config CONFIG.json")?;
+            Mode::Fixed(super::export::read_config(&net, path)?)
+        }
+        Method::HeadOnly => Mode::HeadOnly,
+        Method::Full => Mode::Full,
+        m => {
+            let c = preset_config(m, rank).context("preset")?;
+            let config = uniform_config(net.layer_names(), c);
+            net.check_config(&config)
+                .with_context(|| format!("--mode {m}"))?;
+            Mode::Fixed(config)
+        }
+    };
+    let eval_config = match (&mode, &a.eval_config) {
+        (Mode::Supernet, Some(s)) => Some(config_arg(&net, s, rank)?),
+        (Mode::Supernet, None) => Some(config_arg(&net, "lora", rank)?),
+        _ => None,
+    };
+    let batch = a.batch.min(train.n).max(1);
+    let (optimizer, schedule, epochs, batch) = {
+        let (o, s, e, b) = schedule(&a, (train.n / batch) as u64);
+        (o, s, e, if a.reference { b } else { batch })
+    };
+    let opts = TrainOptions {
+        mode: mode.clone(),
+        epochs,
+        max_steps: a.steps,
+        batch,
+        optimizer,
+        schedule,
+        label_smoothing: a.label_smoothing,
+        seed: a.seed,
+        checkpoint_every: a.checkpoint_every,
+        eval_config,
+        eval_batch: a.eval_batch,
+        progress: true,
+        throttle: std::time::Duration::from_millis(a.throttle_ms),
+    };
+    let files = RunFiles::in_artifact(&a.supernet, a.metrics.as_deref());
+    println!(
+        "training {} ({}) on {} samples ({} classes, {}×{}×{}), validating on {}",
+        a.supernet.display(),
+        a.mode,
+        train.n,
+        train.num_classes,
+        train.channels,
+        train.height,
+        train.width,
+        val.as_ref().map_or(0, |v| v.n)
+    );
+    match &mode {
+        Mode::Fixed(c) => net.config = Some(c.clone()),
+        Mode::HeadOnly | Mode::Full => {
+            net.config = Some(uniform_config(
+                net.layer_names(),
+                crate::glora::LayerConfig::NONE,
+            ))
+        }
+        Mode::Supernet => {}
+    }
+    let summary = crate::train::train(&mut net, &train, val.as_ref(), &opts, &files, a.resume)?;
+    println!(
+        "steps {}, last loss {:.4}, {:.1} samples/s",
+        summary.steps, summary.last_loss, summary.samples_per_s
+    );
+    if let (Some(acc), Some(loss)) = (summary.val_accuracy, summary.val_loss) {
+        println!("validation accuracy {acc:.4}, loss {loss:.4}");
+    }
+    println!(
+        "wrote {} (checkpoint {}, metrics {})",
+        a.supernet.display(),
+        files.checkpoint.display(),
+        files.metrics.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,165 @@
+//! The graphs a training run executes, built from a forward graph (a supernet or base
+//! model with its classification head): the batch size is fixed so that shape
+//! computations fold and every dimension is known, the cross-entropy of the logits
+//! against a `labels` input becomes the loss, and the autodiff pass appends the
+//! gradients of every `Param`. Outputs are the loss, the logits, then one gradient per
+//! parameter. The evaluation graph is the same forward at a fixed batch, without loss.
+
+use anyhow::{Context, anyhow, bail};
+
+use crate::exec::CpuBackend;
+use crate::ir::infer::infer_types;
+use crate::ir::{DType, GradOp, Graph, Node, Op, Port, Shape, Tensor, TensorType};
+use crate::passes;
+
+/// Name of the labels input of a training graph.
+pub const LABELS: &str = "glora_labels";
+
+/// A training graph and what its outputs mean.
+#[derive(Clone, Debug)]
+pub struct TrainingGraph {
+    pub graph: Graph,
+    /// The image input's name.
+    pub input: String,
+    pub batch: usize,
+    /// The trainable tensors in the order of their gradient outputs (output 2 + i).
+    pub params: Vec<(String, Tensor)>,
+}
+
+/// The single image input of a forward graph.
+fn image_input(g: &Graph) -> anyhow::Result<String> {
+    match g.inputs.as_slice() {
+        [id] => Ok(g.node(*id).name.clone()),
+        [] => bail!("the model has no input"),
+        many => bail!(
+            "the model has {} inputs ({}); training feeds one image input",
+            many.len(),
+            many.iter()
+                .map(|&i| g.node(i).name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// `forward` with its image input fixed to `[batch, image…]` and simplified, so that
+/// every value has a known shape.
+pub fn fixed_batch(forward: &Graph, batch: usize, image: &[usize]) -> anyhow::Result<Graph> {
+    let mut g = forward.clone();
+    let input = image_input(&g)?;
+    let mut dims = vec![batch];
+    dims.extend_from_slice(image);
+    let declared = g
+        .value_type(Port::new(g.inputs[0], 0))
+        .map(|t| t.shape.clone())
+        .ok_or_else(|| anyhow!("input '{input}' has no declared type"))?;
+    if declared.rank() != dims.len() {
+        bail!(
+            "input '{input}' is {declared} but the data gives images of shape {:?}",
+            image
+        );
+    }
+    for (i, (d, &n)) in declared.dims().iter().zip(&dims).enumerate().skip(1) {
+        if d.known().is_some_and(|k| k != n) {
+            bail!(
+                "input '{input}' expects {declared} but the data's images are {:?} (dimension {i}); resize the data to the model's input size",
+                image
+            );
+        }
+    }
+    g.set_input_shape(&input, Shape::known(&dims))?;
+    passes::optimize(&mut g, &CpuBackend).context("simplifying the graph at a fixed batch size")?;
+    Ok(g)
+}
+
+/// Makes every float `Const` with more than one element trainable (full fine-tuning).
+/// Done on the forward graph before the batch is fixed, so that constant folding at a
+/// fixed batch cannot turn a weight into a batch-sized copy.
+pub fn make_weights_trainable(g: &mut Graph) -> usize {
+    let mut count = 0;
+    for id in g.node_ids() {
+        let node = g.node_mut(id);
+        if let Op::Const(t) = &node.op
+            && t.dtype() == DType::F32
+            && t.numel() > 1
+        {
+            node.op = Op::Param(t.clone());
+            count += 1;
+        }
+    }
+    count
+}
+
+/// Builds the training graph of `forward` (one image input, logits `[N, K]` as its
+/// only output) at batch size `batch`.
+pub fn build_training_graph(
+    forward: &Graph,
+    batch: usize,
+    image: &[usize],
+    label_smoothing: f32,
+) -> anyhow::Result<TrainingGraph> {
+    let mut g = fixed_batch(forward, batch, image)?;
+    let input = image_input(&g)?;
+    let logits = match g.outputs.as_slice() {
+        [p] => *p,
+        _ => bail!("the forward graph must have one output, the logits"),
+    };
+    let labels = g.add_input(LABELS, TensorType::new(DType::I64, Shape::known(&[batch])));
+    let loss = g.add_op(
+        "glora_loss",
+        Op::Grad(GradOp::SoftmaxCrossEntropy { label_smoothing }),
+        &[Some(logits), Some(Port::new(labels, 0))],
+        &["glora_loss"],
+    );
+    let loss = Port::new(loss, 0);
+    g.outputs = vec![loss, logits];
+    infer_types(&mut g).context("type inference of the loss")?;
+    let grads = passes::autodiff(&mut g, loss)?;
+    let mut params = Vec::with_capacity(grads.len());
+    for pg in &grads {
+        g.outputs.push(pg.grad);
+        let t = g
+            .node(pg.param)
+            .op
+            .weight()
+            .cloned()
+            .ok_or_else(|| anyhow!("parameter '{}' holds no tensor", pg.name))?;
+        params.push((pg.name.clone(), t));
+    }
+    passes::eliminate_dead_code(&mut g)?;
+    Ok(TrainingGraph {
+        graph: g,
+        input,
+        batch,
+        params,
+    })
+}
+
+/// The forward graph at a fixed batch for evaluation: outputs the logits only.
+pub fn build_eval_graph(forward: &Graph, batch: usize, image: &[usize]) -> anyhow::Result<Graph> {
+    let g = fixed_batch(forward, batch, image)?;
+    if g.outputs.len() != 1 {
+        bail!("the forward graph must have one output, the logits");
+    }
+    Ok(g)
+}
+
+/// Whether any node of `g` is a `Param`.
+pub fn has_params(g: &Graph) -> bool {
+    g.node_ids()
+        .into_iter()
+        .any(|id| matches!(g.node(id).op, Op::Param(_)))
+}
+
+/// Turns every `Param` of `g` whose value name `keep` rejects into a `Const`.
+pub fn freeze_params(g: &mut Graph, keep: impl Fn(&str) -> bool) {
+    for id in g.node_ids() {
+        let name = g.node(id).outputs.first().map(|v| v.name.clone());
+        let node: &mut Node = g.node_mut(id);
+        if let (Op::Param(t), Some(name)) = (&node.op, name)
+            && !keep(&name)
+        {
+            node.op = Op::Const(t.clone());
+        }
+    }
+}
