@@ -78,11 +78,11 @@ fn pretrain_full_then_adapt_the_supernet_on_digits() {
         "--mode",
         "full",
         "--epochs",
-        "4",
+        "8",
         "--batch",
         "32",
         "--lr",
-        "2e-3",
+        "3e-3",
         "--seed",
         "1",
     ]);

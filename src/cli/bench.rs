@@ -46,6 +46,9 @@ pub struct TrainArgs {
     pub image_size: Option<usize>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Also print the time spent in each op over the timed steps.
+    #[arg(long)]
+    pub profile: bool,
     #[command(flatten)]
     pub timing: TimingFlags,
 }
@@ -397,8 +400,12 @@ fn train(a: TrainArgs) -> anyhow::Result<ExitCode> {
         super::compile::group(trainable)
     );
     let mut step = 0u64;
+    let warmup = a.timing.warmup as u64;
     let t = time_runs("train steps", a.timing.warmup, a.timing.iters, || {
         step += 1;
+        if a.profile && step == warmup + 1 {
+            stepper.session.set_profiling(true);
+        }
         let config = net.random_config(a.seed.wrapping_add(step));
         stepper.step(x.clone(), y.clone(), Some(&config), 1e-4, step)?;
         Ok(())
@@ -415,6 +422,29 @@ fn train(a: TrainArgs) -> anyhow::Result<ExitCode> {
         t.max * 1e3,
         a.batch as f64 / t.median
     );
+    if a.profile {
+        let rows = stepper.session.profile();
+        let total: f64 = rows.iter().map(|r| r.2.as_secs_f64()).sum();
+        let per_step = a.timing.iters.max(1) as f64;
+        println!(
+            "{:<28} {:>8} {:>12} {:>7}",
+            "op", "calls", "ms per step", "share"
+        );
+        for (op, calls, d) in rows {
+            println!(
+                "{op:<28} {:>8} {:>12.1} {:>6.1}%",
+                calls as f64 / per_step,
+                d.as_secs_f64() * 1e3 / per_step,
+                100.0 * d.as_secs_f64() / total.max(1e-12)
+            );
+        }
+        println!(
+            "{:<28} {:>8} {:>12.1}",
+            "all ops",
+            "",
+            total * 1e3 / per_step
+        );
+    }
     println!(
         "{}",
         serde_json::json!({

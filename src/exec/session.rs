@@ -26,6 +26,8 @@ pub struct Session<B: Backend> {
     glora_ranks: HashMap<String, usize>,
     /// The run-time config of each GLoRA layer, by layer name.
     glora_configs: HashMap<String, LayerConfig>,
+    /// Time spent per op name across runs, when profiling is on.
+    profile: Option<std::sync::Mutex<HashMap<&'static str, (usize, std::time::Duration)>>>,
 }
 
 /// What the graph expects for one input.
@@ -91,6 +93,7 @@ impl<B: Backend> Session<B> {
             inputs,
             glora_ranks,
             glora_configs: HashMap::new(),
+            profile: None,
         })
     }
 
@@ -164,6 +167,21 @@ impl<B: Backend> Session<B> {
         Ok(())
     }
 
+    /// Starts (or stops and clears) accumulating the time spent in each op.
+    pub fn set_profiling(&mut self, on: bool) {
+        self.profile = on.then(|| std::sync::Mutex::new(HashMap::new()));
+    }
+
+    /// Op name, calls and total time since profiling started, most expensive first.
+    pub fn profile(&self) -> Vec<(&'static str, usize, std::time::Duration)> {
+        let Some(Ok(m)) = self.profile.as_ref().map(|m| m.lock()) else {
+            return Vec::new();
+        };
+        let mut rows: Vec<_> = m.iter().map(|(k, (n, d))| (*k, *n, *d)).collect();
+        rows.sort_by_key(|r| std::cmp::Reverse(r.2));
+        rows
+    }
+
     pub fn input_names(&self) -> Vec<String> {
         self.inputs.iter().map(|i| i.name.clone()).collect()
     }
@@ -209,6 +227,7 @@ impl<B: Backend> Session<B> {
                 .iter()
                 .map(|v| v.map(|v| self.lookup(&table, v)).transpose())
                 .collect::<Result<_, _>>()?;
+            let started = self.profile.as_ref().map(|_| std::time::Instant::now());
             let outs = match &node.op {
                 Op::GloraLinear(a) => {
                     let config = self.glora_config(node, a)?;
@@ -220,6 +239,12 @@ impl<B: Backend> Session<B> {
                 }
                 _ => self.backend.run_node(node, &args)?,
             };
+            if let (Some(t0), Some(Ok(mut m))) = (started, self.profile.as_ref().map(|m| m.lock()))
+            {
+                let e = m.entry(node.op.name()).or_default();
+                e.0 += 1;
+                e.1 += t0.elapsed();
+            }
             if outs.len() != step.outputs.len() {
                 return Err(ExecError::node(
                     node,

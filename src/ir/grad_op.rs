@@ -49,8 +49,10 @@ pub enum GradOp {
     SoftmaxCrossEntropy { label_smoothing: f32 },
     /// `logits`, `labels`, `dloss` (scalar) → `dlogits`.
     SoftmaxCrossEntropyGrad { label_smoothing: f32 },
-    /// The eleven inputs of the forward GloraLinear, then `dy` → `dAd`, `dAu`, `dBd`,
-    /// `dBu`, `dCd`, `dCu`, `dD`, `dE` and, when the node has a ninth output, `dx`.
+    /// The eleven inputs of the forward GloraLinear, then `dy` and, optionally, the
+    /// forward's output `y` (which spares the A-scale gradient a full product) →
+    /// `dAd`, `dAu`, `dBd`, `dBu`, `dCd`, `dCu`, `dD`, `dE` and, when the node has a
+    /// ninth output, `dx`.
     /// The gradients follow the session's run-time config of the layer (weight
     /// sharing: a LoRA of rank r writes the first r columns of the down factor and
     /// rows of the up factor, a vector its first column, a constant its `[0, 0]`
@@ -84,7 +86,7 @@ impl GradOp {
             GradOp::ConvWeight { .. } => 2,
             GradOp::SoftmaxCrossEntropy { .. } => 2,
             GradOp::SoftmaxCrossEntropyGrad { .. } => 3,
-            GradOp::GloraLinear(_) => super::GLORA_LINEAR_INPUTS + 1,
+            GradOp::GloraLinear(_) => super::GLORA_LINEAR_INPUTS + 2,
         }
     }
 
@@ -92,7 +94,7 @@ impl GradOp {
     pub fn input_required(&self, slot: usize) -> bool {
         match self {
             GradOp::Slice { .. } => slot < 3,
-            GradOp::GloraLinear(_) => slot != 2,
+            GradOp::GloraLinear(_) => slot != 2 && slot != super::GLORA_LINEAR_INPUTS + 1,
             _ => true,
         }
     }

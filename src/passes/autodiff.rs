@@ -587,6 +587,7 @@ impl Backward<'_> {
                     .map(|s| self.g.input(id, s))
                     .collect();
                 ins.push(Some(dy0()?));
+                ins.push(Some(out));
                 let outputs = if want(0) { 9 } else { 8 };
                 let gl = self.op_n(
                     "glora_grad",

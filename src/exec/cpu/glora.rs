@@ -49,16 +49,6 @@ pub(crate) struct Dims {
     pub layout: WeightLayout,
 }
 
-impl Dims {
-    /// Index of W0[i, j] (PyTorch indexing: output i, input j) in its stored layout.
-    fn w0_index(&self, i: usize, j: usize) -> usize {
-        match self.layout {
-            WeightLayout::OutIn => i * self.d_in + j,
-            WeightLayout::InOut => j * self.d_out + i,
-        }
-    }
-}
-
 pub(crate) fn expected_shapes(a: &GloraLinearAttrs) -> [Vec<usize>; 8] {
     let (d_in, d_out, r) = (a.d_in, a.d_out, a.rank);
     [
@@ -203,17 +193,17 @@ fn bias_term(option: DeOption, values: &[f32]) -> Option<impl Fn(usize) -> f32 +
 
 /// `b0 + b0⊙D + E + W0·C` as one `d_out` vector, or `None` when the layer has no
 /// bias and the config reads neither E nor C. D is skipped without a bias.
-fn bias_vector(
+pub(crate) fn bias_vector(
     config: &LayerConfig,
     dims: Dims,
     w0: &[f32],
     b0: Option<Vec<f32>>,
     ad: &Adapters,
-) -> Option<Vec<f32>> {
+) -> OpResult<Option<Vec<f32>>> {
     let prompt = prompt_vector(config.c, ad, dims.d_in);
     let e = bias_term(config.e, &ad.e);
     if b0.is_none() && e.is_none() && prompt.is_none() {
-        return None;
+        return Ok(None);
     }
     let mut bias = b0.clone().unwrap_or_else(|| vec![0.0; dims.d_out]);
     if let (Some(b0), Some(d)) = (&b0, bias_term(config.d, &ad.d)) {
@@ -227,14 +217,29 @@ fn bias_vector(
         }
     }
     if let Some(c) = prompt {
-        for (i, b) in bias.iter_mut().enumerate() {
-            let dot: f64 = (0..dims.d_in)
-                .map(|j| w0[dims.w0_index(i, j)] as f64 * c[j] as f64)
-                .sum();
-            *b += dot as f32;
-        }
+        // W0·c as a matrix-vector product read in W0's stored layout.
+        let w = match dims.layout {
+            WeightLayout::OutIn => MatRef::row_major(w0, dims.d_in),
+            WeightLayout::InOut => MatRef {
+                data: w0,
+                offset: 0,
+                rs: 1,
+                cs: dims.d_out as isize,
+            },
+        };
+        let mut dot = vec![0f32; dims.d_out];
+        gemm_into(
+            &mut dot,
+            (dims.d_out, 1, dims.d_in),
+            w,
+            MatRef::row_major(&c, 1),
+            1.0,
+            None,
+            false,
+        )?;
+        bias.iter_mut().zip(&dot).for_each(|(b, d)| *b += d);
     }
-    Some(bias)
+    Ok(Some(bias))
 }
 
 /// The per-output factor `1 + a` of an A vector.
@@ -251,7 +256,7 @@ fn base_product_in_out(
     ad: &Adapters,
     d_out: usize,
 ) -> OpResult<Vec<f32>> {
-    let mut y = matmul::matmul(x, w0)?.contiguous_vec::<f32>()?;
+    let (mut y, _) = matmul::matmul_f32(x, w0)?;
     match config.a {
         AbOption::Vector => {
             let scale = a_scale(ad, d_out);
@@ -303,23 +308,21 @@ fn base_product_out_in(
     let c = bias
         .map(|b| CpuValue::from_f32(b.to_vec(), &[dims.d_out], DType::F32))
         .transpose()?;
-    matmul::gemm_op(&attrs, x_rows, weight, c.as_ref())?.contiguous_vec::<f32>()
+    matmul::gemm_f32(
+        &attrs,
+        x_rows,
+        weight,
+        c.as_ref(),
+        (x_rows.dims()[0], dims.d_out, dims.d_in),
+    )
 }
 
-/// `y += x·(W0⊙(Ad[:, :r]·Au[:r, :]))ᵀ`. The low-rank product is built directly in
-/// W0's stored layout (as `Auᵀ·Adᵀ` for `[d_in, d_out]`), masked by W0 in place,
-/// and applied in one more product.
-fn add_a_lora(
-    y: &mut [f32],
-    x: &[f32],
-    w0: &[f32],
-    ad: &Adapters,
-    r: usize,
-    dims: Dims,
-) -> OpResult<()> {
+/// `W0 + W0⊙(Ad[:, :r]·Au[:r, :])` in W0's stored layout: the low-rank product is
+/// built directly in that layout (as `Auᵀ·Adᵀ` for `[d_in, d_out]`), so the layer
+/// then costs one product, as the base layer does.
+pub(crate) fn a_lora_weight(w0: &[f32], ad: &Adapters, r: usize, dims: Dims) -> OpResult<Vec<f32>> {
     let Dims { d_in, d_out, .. } = dims;
-    let n = x.len() / d_in;
-    let mut masked = vec![0f32; d_out * d_in];
+    let mut w = vec![0f32; d_out * d_in];
     let (rows, cols, lhs, rhs) = match dims.layout {
         WeightLayout::OutIn => (
             d_out,
@@ -344,27 +347,10 @@ fn add_a_lora(
             },
         ),
     };
-    gemm_into(&mut masked, (rows, cols, r), lhs, rhs, 1.0, None, true)?;
-    masked.iter_mut().zip(w0).for_each(|(m, w)| *m *= w);
-    // The masked matrix as the k × n right operand (d_in × d_out).
-    let rhs = match dims.layout {
-        WeightLayout::InOut => MatRef::row_major(&masked, d_out),
-        WeightLayout::OutIn => MatRef {
-            data: &masked,
-            offset: 0,
-            rs: 1,
-            cs: d_in as isize,
-        },
-    };
-    gemm_into(
-        y,
-        (n, d_out, d_in),
-        MatRef::row_major(x, d_in),
-        rhs,
-        1.0,
-        Some(1.0),
-        true,
-    )
+    gemm_into(&mut w, (rows, cols, r), lhs, rhs, 1.0, None, true)?;
+    // W0 + W0⊙A, as the merge writes it, so that a zero A leaves W0 bit for bit.
+    w.iter_mut().zip(w0).for_each(|(a, &w0)| *a = w0 + w0 * *a);
+    Ok(w)
 }
 
 /// `y += (x·Bu[:r, :]ᵀ)·Bd[:, :r]ᵀ`.
@@ -446,7 +432,7 @@ fn forward(
     ad: &Adapters,
 ) -> OpResult<CpuValue> {
     let b0 = ins.b0.map(|b| b.contiguous_vec::<f32>()).transpose()?;
-    let bias = bias_vector(config, dims, w0, b0, ad);
+    let bias = bias_vector(config, dims, w0, b0, ad)?;
 
     let x_dims = ins.x.dims();
     let n: usize = x_dims[..x_dims.len() - 1].iter().product();
@@ -454,19 +440,39 @@ fn forward(
     if let Some(last) = out_dims.last_mut() {
         *last = a.d_out;
     }
+    // An A LoRA is folded into the weight, which then goes through the base product.
+    let folded;
+    let (w0_value, w0, base_config) = match config.a {
+        AbOption::Lora(r) => {
+            let w = a_lora_weight(w0, ad, r, dims)?;
+            folded = CpuValue::from_f32(w, ins.w0.dims(), DType::F32)?;
+            let config = LayerConfig {
+                a: AbOption::None,
+                ..*config
+            };
+            (&folded, None, config)
+        }
+        _ => (ins.w0, Some(w0), *config),
+    };
     let mut y = match a.layout {
-        WeightLayout::InOut => base_product_in_out(ins.x, ins.w0, config, ad, a.d_out)?,
+        WeightLayout::InOut => base_product_in_out(ins.x, w0_value, &base_config, ad, a.d_out)?,
         WeightLayout::OutIn => {
             let rows = CpuValue::from_candle(ins.x.tensor().reshape((n, a.d_in))?, DType::F32)?;
-            base_product_out_in(&rows, ins.w0, w0, bias.as_deref(), config, ad, dims)?
+            // Only an A vector reads W0's values here, and a folded weight has none.
+            let values = w0.unwrap_or(&[]);
+            base_product_out_in(
+                &rows,
+                w0_value,
+                values,
+                bias.as_deref(),
+                &base_config,
+                ad,
+                dims,
+            )?
         }
     };
-    let reads_x = matches!(config.a, AbOption::Lora(_)) || config.b != AbOption::None;
-    if reads_x {
+    if config.b != AbOption::None {
         let x = ins.x.contiguous_vec::<f32>()?;
-        if let AbOption::Lora(r) = config.a {
-            add_a_lora(&mut y, &x, w0, ad, r, dims)?;
-        }
         match config.b {
             AbOption::Lora(r) => add_b_lora(&mut y, &x, ad, r, dims)?,
             AbOption::Vector | AbOption::Constant => add_b_sum(&mut y, &x, config.b, ad, dims),

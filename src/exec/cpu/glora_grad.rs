@@ -19,7 +19,7 @@ use crate::glora::{AbOption, COption, DeOption, LayerConfig};
 use crate::ir::{DType, GloraLinearAttrs, WeightLayout};
 
 use super::glora::{
-    Adapters, Dims, GloraInputs, adapters, check_f32, check_inputs, expected_shapes,
+    Adapters, Dims, GloraInputs, a_lora_weight, adapters, check_f32, check_inputs, expected_shapes,
 };
 use super::matmul::{MatRef, gemm_into};
 use super::value::{CpuValue, OpResult, bail, sh};
@@ -31,32 +31,50 @@ pub(crate) fn glora_linear_grad(
     config: &LayerConfig,
     ins: &GloraInputs,
     dy: &CpuValue,
+    y: Option<&CpuValue>,
     input_grad: bool,
 ) -> OpResult<Vec<CpuValue>> {
     check_inputs(attrs, config, ins)?;
     check_dy(attrs, ins.x, dy)?;
+    if let Some(y) = y {
+        check_dy(attrs, ins.x, y)?;
+    }
+
     let dims = Dims {
         d_in: attrs.d_in,
         d_out: attrs.d_out,
         layout: attrs.layout,
     };
     let ad = adapters(ins, attrs.rank)?;
-    let x = ins.x.contiguous_vec::<f32>()?;
-    let dy_values = dy.contiguous_vec::<f32>()?;
     let b0 = ins.b0.map(|b| b.contiguous_vec::<f32>()).transpose()?;
-    let (grads, dx) = ins.w0.read_f32(|w| {
-        let w0 = w.to_contiguous();
-        let layer = Layer {
-            dims,
-            n: x.len() / dims.d_in,
-            x: &x,
-            dy: &dy_values,
-            w0: &w0,
-            b0: b0.as_deref(),
-            ad: &ad,
-        };
-        backward(&layer, config, input_grad)
-    })?;
+    // Activations and weights are read in place when contiguous (they usually are).
+    let run = |y_values: Option<&[f32]>| {
+        ins.x.read_f32(|xv| {
+            let x = xv.to_contiguous();
+            dy.read_f32(|dv| {
+                let dy_values = dv.to_contiguous();
+                ins.w0.read_f32(|w| {
+                    let w0 = w.to_contiguous();
+                    let layer = Layer {
+                        dims,
+                        n: x.len() / dims.d_in,
+                        x: &x,
+                        dy: &dy_values,
+                        w0: &w0,
+                        b0: b0.as_deref(),
+                        ad: &ad,
+                        y: y_values,
+                        db: std::cell::OnceCell::new(),
+                    };
+                    backward(&layer, config, input_grad)
+                })
+            })
+        })
+    };
+    let (grads, dx) = match y {
+        Some(y) => y.read_f32(|yv| run(Some(&yv.to_contiguous())))?,
+        None => run(None)?,
+    };
     let mut outs = Vec::with_capacity(9);
     for (values, shape) in grads.into_array().into_iter().zip(expected_shapes(attrs)) {
         outs.push(CpuValue::from_f32(values, &shape, DType::F32)?);
@@ -97,6 +115,17 @@ struct Layer<'a> {
     w0: &'a [f32],
     b0: Option<&'a [f32]>,
     ad: &'a Adapters,
+    /// The forward's output, when the graph passes it.
+    y: Option<&'a [f32]>,
+    /// `db' = Σ_rows dy`, computed once for every term that reads it.
+    db: std::cell::OnceCell<Vec<f64>>,
+}
+
+impl Layer<'_> {
+    fn db(&self) -> &[f64] {
+        self.db
+            .get_or_init(|| column_sums(self.dy, self.dims.d_out))
+    }
 }
 
 /// The eight adapter gradients, each the size of its stored tensor.
@@ -141,7 +170,7 @@ fn backward(
     let mut grads = Grads::zeros(layer.dims, layer.ad.rank);
     match config.a {
         AbOption::Lora(r) => a_lora_grads(layer, r, &mut grads)?,
-        AbOption::Vector | AbOption::Constant => a_scale_grad(layer, config.a, &mut grads.ad)?,
+        AbOption::Vector | AbOption::Constant => a_scale_grad(layer, config, &mut grads.ad)?,
         AbOption::None => {}
     }
     // Q = dy·Bd[:, :r] serves both dBu and dx.
@@ -229,10 +258,43 @@ fn write_leading_columns(dst: &mut [f32], stride: usize, block: &[f32], r: usize
 
 /// Per-column sums `Σ_n m[n, i]` of a row-major matrix with `cols` columns, in f64.
 fn column_sums(m: &[f32], cols: usize) -> Vec<f64> {
+    column_dot_sums(m, None, cols)
+}
+
+/// Columns per task of [`column_dot_sums`]: each column is summed by one task in
+/// row order, so the result does not depend on the thread count.
+const COLUMN_BLOCK: usize = 64;
+
+/// Per-column `Σ_n a[n, i]·b[n, i]` (or `Σ_n a[n, i]` without `b`) in f64, column
+/// blocks in parallel.
+fn column_dot_sums(a: &[f32], b: Option<&[f32]>, cols: usize) -> Vec<f64> {
+    use rayon::prelude::*;
     let mut sums = vec![0f64; cols];
-    for row in m.chunks_exact(cols) {
-        sums.iter_mut().zip(row).for_each(|(s, &v)| *s += v as f64);
+    if cols == 0 {
+        return sums;
     }
+    sums.par_chunks_mut(COLUMN_BLOCK)
+        .enumerate()
+        .for_each(|(block, out)| {
+            let c0 = block * COLUMN_BLOCK;
+            let width = out.len();
+            for (r, row) in a.chunks_exact(cols).enumerate() {
+                let ar = &row[c0..c0 + width];
+                match b {
+                    Some(b) => {
+                        let br = &b[r * cols + c0..r * cols + c0 + width];
+                        for ((s, &x), &y) in out.iter_mut().zip(ar).zip(br) {
+                            *s += x as f64 * y as f64;
+                        }
+                    }
+                    None => {
+                        for (s, &x) in out.iter_mut().zip(ar) {
+                            *s += x as f64;
+                        }
+                    }
+                }
+            }
+        });
     sums
 }
 
@@ -275,8 +337,18 @@ fn a_lora_grads(layer: &Layer, r: usize, grads: &mut Grads) -> OpResult<()> {
 }
 
 /// A vector or constant: `dAd[i, 0] = Σ_n dy[n, i]·y0[n, i]` with the base output
-/// `y0 = x·W0ᵀ` recomputed; the constant takes the sum over i.
-fn a_scale_grad(layer: &Layer, option: AbOption, d_ad: &mut [f32]) -> OpResult<()> {
+/// `y0 = x·W0ᵀ`; the constant takes the sum over i.
+fn a_scale_grad(layer: &Layer, config: &LayerConfig, d_ad: &mut [f32]) -> OpResult<()> {
+    let d_out = layer.dims.d_out;
+    let sums = match recovered_scale_sums(layer, config)? {
+        Some(sums) => sums,
+        None => column_dot_sums(layer.dy, Some(&recomputed_base_output(layer)?), d_out),
+    };
+    write_vector_or_constant(d_ad, layer.ad.rank, config.a, &sums);
+    Ok(())
+}
+
+fn recomputed_base_output(layer: &Layer) -> OpResult<Vec<f32>> {
     let Dims { d_in, d_out, .. } = layer.dims;
     let mut y0 = vec![0f32; layer.n * d_out];
     gemm_into(
@@ -288,14 +360,105 @@ fn a_scale_grad(layer: &Layer, option: AbOption, d_ad: &mut [f32]) -> OpResult<(
         None,
         true,
     )?;
-    let mut sums = vec![0f64; d_out];
-    for (dy_row, y_row) in layer.dy.chunks_exact(d_out).zip(y0.chunks_exact(d_out)) {
-        for ((s, &g), &y) in sums.iter_mut().zip(dy_row).zip(y_row) {
-            *s += g as f64 * y as f64;
+    Ok(y0)
+}
+
+/// Scales this close to zero make `y0` ill-conditioned to recover from `y`.
+const MIN_RECOVERABLE_SCALE: f32 = 0.25;
+
+/// `Σ_n dy[n, i]·y0[n, i]` from the forward's output `y = s⊙y0 + B(x) + b'`
+/// without forming y0: `(Σ_n dy·y − b'_i·Σ_n dy − Σ_n dy·B(x))/s_i`, where the B
+/// term is a thin product. Recomputing y0 would cost a full product. `None` when
+/// the output is not given or a scale is near zero.
+fn recovered_scale_sums(layer: &Layer, config: &LayerConfig) -> OpResult<Option<Vec<f64>>> {
+    let Some(y) = layer.y else {
+        return Ok(None);
+    };
+    let Dims { d_in, d_out, .. } = layer.dims;
+    let (n, rank) = (layer.n, layer.ad.rank);
+    let scale: Vec<f32> = match config.a {
+        AbOption::Vector => (0..d_out).map(|i| 1.0 + layer.ad.ad[i * rank]).collect(),
+        _ => vec![1.0 + layer.ad.ad[0]; d_out],
+    };
+    if scale
+        .iter()
+        .any(|s| s.abs() < MIN_RECOVERABLE_SCALE || !s.is_finite())
+    {
+        return Ok(None);
+    }
+    let mut sums = column_dot_sums(layer.dy, Some(y), d_out);
+    let bias = super::glora::bias_vector(
+        config,
+        layer.dims,
+        layer.w0,
+        layer.b0.map(<[f32]>::to_vec),
+        layer.ad,
+    )?;
+    if let Some(bias) = &bias {
+        for ((s, &g), &b) in sums.iter_mut().zip(layer.db()).zip(bias) {
+            *s -= g * b as f64;
         }
     }
-    write_vector_or_constant(d_ad, layer.ad.rank, option, &sums);
-    Ok(())
+    match config.b {
+        AbOption::Lora(r) => {
+            // Σ_n dy[n, i]·(P·Bdᵀ)[n, i] = Σ_k Bd[i, k]·(dyᵀ·P)[i, k], P = x·Bu[:r]ᵀ.
+            let mut p = vec![0f32; n * r];
+            gemm_into(
+                &mut p,
+                (n, r, d_in),
+                MatRef::row_major(layer.x, d_in),
+                transposed(MatRef::row_major(&layer.ad.bu, d_in)),
+                1.0,
+                None,
+                true,
+            )?;
+            let mut dyp = vec![0f32; d_out * r];
+            gemm_into(
+                &mut dyp,
+                (d_out, r, n),
+                transposed(MatRef::row_major(layer.dy, d_out)),
+                MatRef::row_major(&p, r),
+                1.0,
+                None,
+                true,
+            )?;
+            for (i, s) in sums.iter_mut().enumerate() {
+                let row = &layer.ad.bd[i * rank..i * rank + r];
+                let corr: f64 = row
+                    .iter()
+                    .zip(&dyp[i * r..(i + 1) * r])
+                    .map(|(&b, &g)| b as f64 * g as f64)
+                    .sum();
+                *s -= corr;
+            }
+        }
+        AbOption::Vector | AbOption::Constant => {
+            // Σ_n dy[n, i]·b_i·Σ_j x[n, j].
+            let row_sums: Vec<f64> = layer
+                .x
+                .chunks_exact(d_in)
+                .map(|xs| xs.iter().map(|&v| v as f64).sum())
+                .collect();
+            let mut g = vec![0f64; d_out];
+            for (dy_row, &sx) in layer.dy.chunks_exact(d_out).zip(&row_sums) {
+                g.iter_mut()
+                    .zip(dy_row)
+                    .for_each(|(g, &d)| *g += d as f64 * sx);
+            }
+            for (i, s) in sums.iter_mut().enumerate() {
+                let b = match config.b {
+                    AbOption::Vector => layer.ad.bd[i * rank],
+                    _ => layer.ad.bd[0],
+                };
+                *s -= b as f64 * g[i];
+            }
+        }
+        AbOption::None => {}
+    }
+    for (s, &k) in sums.iter_mut().zip(&scale) {
+        *s /= k as f64;
+    }
+    Ok(Some(sums))
 }
 
 /// Writes per-output sums as the gradient of a vector option (column 0 of a down
@@ -402,14 +565,14 @@ fn bias_grads(layer: &Layer, config: &LayerConfig, grads: &mut Grads) {
     if !reads_d && config.e == DeOption::None && config.c == COption::None {
         return;
     }
-    let db = column_sums(layer.dy, layer.dims.d_out);
+    let db = layer.db();
     write_bias_option(&mut grads.e, config.e, db.iter().copied());
     if let (true, Some(b0)) = (reads_d, layer.b0) {
         let scaled = db.iter().zip(b0).map(|(&g, &b)| g * b as f64);
         write_bias_option(&mut grads.d, config.d, scaled);
     }
     if config.c != COption::None {
-        let dc = prompt_gradient(layer, &db);
+        let dc = prompt_gradient(layer, db);
         c_grads(layer.ad, config.c, &dc, grads);
     }
 }
@@ -483,23 +646,34 @@ fn input_gradient(
     let n = layer.n;
     let mut dx = vec![0f32; n * d_in];
     let mut scale = 1.0;
-    let scaled_dy;
+    let scaled_w0;
     let adapted;
     let (dy, weight) = match config.a {
         AbOption::Lora(r) => {
-            adapted = a_lora_weight(layer, r)?;
+            adapted = a_lora_weight(layer.w0, layer.ad, r, layer.dims)?;
             (layer.dy, weight_view(&adapted, layer.dims))
         }
         AbOption::Vector => {
+            // Scaling W0's rows touches d_out·d_in values, scaling dy n·d_out.
             let rank = layer.ad.rank;
-            let mut v = layer.dy.to_vec();
-            for row in v.chunks_exact_mut(d_out) {
-                for (i, g) in row.iter_mut().enumerate() {
-                    *g *= 1.0 + layer.ad.ad[i * rank];
+            let mut w = layer.w0.to_vec();
+            match layer.dims.layout {
+                WeightLayout::OutIn => {
+                    for (i, row) in w.chunks_exact_mut(d_in).enumerate() {
+                        let s = 1.0 + layer.ad.ad[i * rank];
+                        row.iter_mut().for_each(|v| *v *= s);
+                    }
+                }
+                WeightLayout::InOut => {
+                    for row in w.chunks_exact_mut(d_out) {
+                        for (i, v) in row.iter_mut().enumerate() {
+                            *v *= 1.0 + layer.ad.ad[i * rank];
+                        }
+                    }
                 }
             }
-            scaled_dy = v;
-            (&scaled_dy[..], weight_view(layer.w0, layer.dims))
+            scaled_w0 = w;
+            (layer.dy, weight_view(&scaled_w0, layer.dims))
         }
         AbOption::Constant => {
             scale = 1.0 + layer.ad.ad[0];
@@ -532,23 +706,6 @@ fn input_gradient(
         _ => {}
     }
     Ok(dx)
-}
-
-/// `W0⊙(1 + Ad[:, :r]·Au[:r])` in W0's stored layout.
-fn a_lora_weight(layer: &Layer, r: usize) -> OpResult<Vec<f32>> {
-    let Dims { d_in, d_out, .. } = layer.dims;
-    let mut w = vec![0f32; d_out * d_in];
-    product_in_weight_layout(
-        &mut w,
-        layer.dims,
-        r,
-        leading_columns(&layer.ad.ad, layer.ad.rank),
-        MatRef::row_major(&layer.ad.au, d_in),
-    )?;
-    w.iter_mut()
-        .zip(layer.w0)
-        .for_each(|(a, &w0)| *a = w0 + w0 * *a);
-    Ok(w)
 }
 
 /// B vector or constant: `dx[n, j] += Σ_i dy[n, i]·b_i`, the same for every j.
@@ -912,9 +1069,14 @@ mod tests {
                 p.x_dims
             );
             assert_reference_matches_forward(config, p, &ins, &a, &what);
+            let y = glora_linear(&a, config, &ins.glora_inputs()).unwrap();
             for input_grad in [false, true] {
-                let outs = glora_linear_grad(&a, config, &ins.glora_inputs(), &ins.dy, input_grad)
-                    .unwrap();
+                // With the forward output the A-scale gradient recovers y0 from it;
+                // without, it recomputes y0: both paths are checked.
+                let given = input_grad.then_some(&y);
+                let outs =
+                    glora_linear_grad(&a, config, &ins.glora_inputs(), &ins.dy, given, input_grad)
+                        .unwrap();
                 assert_eq!(outs.len(), if input_grad { 9 } else { 8 }, "{what}");
                 for (t, out) in outs.iter().enumerate() {
                     let expected_dims: &[usize] = if t == X {
@@ -1029,7 +1191,8 @@ mod tests {
         };
 
         let wrong = value(&[4, 3], &[0.5; 12]);
-        let err = glora_linear_grad(&a, &config, &ins.glora_inputs(), &wrong, true).unwrap_err();
+        let err =
+            glora_linear_grad(&a, &config, &ins.glora_inputs(), &wrong, None, true).unwrap_err();
         assert!(
             err.0.contains("'fc'")
                 && err.0.contains("dy is [4,3]")
@@ -1039,14 +1202,16 @@ mod tests {
         );
 
         let half = CpuValue::from_host(&Tensor::zeros(DType::F16, vec![4, 2])).unwrap();
-        let err = glora_linear_grad(&a, &config, &ins.glora_inputs(), &half, true).unwrap_err();
+        let err =
+            glora_linear_grad(&a, &config, &ins.glora_inputs(), &half, None, true).unwrap_err();
         assert!(err.0.contains("dy") && err.0.contains("f32"), "{}", err.0);
 
         let too_deep = LayerConfig {
             b: AbOption::Lora(3),
             ..LayerConfig::NONE
         };
-        let err = glora_linear_grad(&a, &too_deep, &ins.glora_inputs(), &ins.dy, true).unwrap_err();
+        let err =
+            glora_linear_grad(&a, &too_deep, &ins.glora_inputs(), &ins.dy, None, true).unwrap_err();
         assert!(err.0.contains("rank 3"), "{}", err.0);
     }
 
@@ -1072,7 +1237,7 @@ mod tests {
             let a = attrs(&p, layout);
             let ins = OpInputs::new(&p, layout);
             let run = || -> Vec<Vec<u32>> {
-                glora_linear_grad(&a, &config, &ins.glora_inputs(), &ins.dy, true)
+                glora_linear_grad(&a, &config, &ins.glora_inputs(), &ins.dy, None, true)
                     .unwrap()
                     .iter()
                     .map(|v| f32_values(v).iter().map(|x| x.to_bits()).collect())

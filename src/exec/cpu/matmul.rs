@@ -183,6 +183,20 @@ fn as_matrices<'a, T: Copy>(
     promoted.broadcast_to(&dims)
 }
 
+/// A float MatMul as a row-major vector and its shape, for kernels that go on
+/// working on the product in place.
+pub(crate) fn matmul_f32(a: &CpuValue, b: &CpuValue) -> OpResult<(Vec<f32>, Vec<usize>)> {
+    let s = matmul_shape(a.dims(), b.dims())?;
+    let out = a.read_f32(|va| {
+        b.read_f32(|vb| {
+            let va = as_matrices(&va, &s.batch, s.m, s.k, true)?;
+            let vb = as_matrices(&vb, &s.batch, s.k, s.n, false)?;
+            batched_f32(&va, &vb, &s)
+        })
+    })?;
+    Ok((out, s.out))
+}
+
 pub(crate) fn matmul(a: &CpuValue, b: &CpuValue) -> OpResult<CpuValue> {
     if a.dtype() != b.dtype() {
         bail!("operand types differ: {} and {}", a.dtype(), b.dtype());
@@ -190,14 +204,8 @@ pub(crate) fn matmul(a: &CpuValue, b: &CpuValue) -> OpResult<CpuValue> {
     let s = matmul_shape(a.dims(), b.dims())?;
     let dtype = a.dtype();
     if dtype.is_float() {
-        let out = a.read_f32(|va| {
-            b.read_f32(|vb| {
-                let va = as_matrices(&va, &s.batch, s.m, s.k, true)?;
-                let vb = as_matrices(&vb, &s.batch, s.k, s.n, false)?;
-                batched_f32(&va, &vb, &s)
-            })
-        })?;
-        CpuValue::from_f32(out, &s.out, dtype)
+        let (out, dims) = matmul_f32(a, b)?;
+        CpuValue::from_f32(out, &dims, dtype)
     } else if dtype.is_int() {
         let out = a.read_i64(|va| {
             b.read_i64(|vb| {
@@ -380,42 +388,8 @@ pub(crate) fn gemm_op(
         );
     }
     let dtype = a.dtype();
-    fn transposed(v: Strided<'_, f32>, t: bool) -> Strided<'_, f32> {
-        if t { v.permuted(&[1, 0]) } else { v }
-    }
     if dtype.is_float() {
-        let mut dst = match c {
-            Some(c) if attrs.beta != 0.0 => {
-                c.read_f32(|vc| Ok(map1(&dims, &vc.broadcast_to(&dims)?, |x| x)))?
-            }
-            _ => vec![0f32; m * n],
-        };
-        let accumulate = c.is_some() && attrs.beta != 0.0;
-        a.read_f32(|va| {
-            b.read_f32(|vb| {
-                let va = transposed(va, attrs.trans_a);
-                let vb = transposed(vb, attrs.trans_b);
-                gemm_into(
-                    &mut dst,
-                    (m, n, k),
-                    MatRef {
-                        data: va.data,
-                        offset: va.offset,
-                        rs: va.strides[0],
-                        cs: va.strides[1],
-                    },
-                    MatRef {
-                        data: vb.data,
-                        offset: vb.offset,
-                        rs: vb.strides[0],
-                        cs: vb.strides[1],
-                    },
-                    attrs.alpha,
-                    accumulate.then_some(attrs.beta),
-                    true,
-                )
-            })
-        })?;
+        let dst = gemm_f32(attrs, a, b, c, (m, n, k))?;
         return CpuValue::from_f32(dst, &dims, dtype);
     }
     if !dtype.is_int() {
@@ -455,4 +429,51 @@ pub(crate) fn gemm_op(
         None => prod.iter().map(|&p| alpha.wrapping_mul(p)).collect(),
     };
     CpuValue::from_i64(out, &dims, dtype)
+}
+
+/// The float Gemm of checked operands as a row-major `m × n` vector.
+pub(crate) fn gemm_f32(
+    attrs: &GemmAttrs,
+    a: &CpuValue,
+    b: &CpuValue,
+    c: Option<&CpuValue>,
+    (m, n, k): (usize, usize, usize),
+) -> OpResult<Vec<f32>> {
+    fn transposed(v: Strided<'_, f32>, t: bool) -> Strided<'_, f32> {
+        if t { v.permuted(&[1, 0]) } else { v }
+    }
+    let dims = [m, n];
+    let mut dst = match c {
+        Some(c) if attrs.beta != 0.0 => {
+            c.read_f32(|vc| Ok(map1(&dims, &vc.broadcast_to(&dims)?, |x| x)))?
+        }
+        _ => vec![0f32; m * n],
+    };
+    let accumulate = c.is_some() && attrs.beta != 0.0;
+    a.read_f32(|va| {
+        b.read_f32(|vb| {
+            let va = transposed(va, attrs.trans_a);
+            let vb = transposed(vb, attrs.trans_b);
+            gemm_into(
+                &mut dst,
+                (m, n, k),
+                MatRef {
+                    data: va.data,
+                    offset: va.offset,
+                    rs: va.strides[0],
+                    cs: va.strides[1],
+                },
+                MatRef {
+                    data: vb.data,
+                    offset: vb.offset,
+                    rs: vb.strides[0],
+                    cs: vb.strides[1],
+                },
+                attrs.alpha,
+                accumulate.then_some(attrs.beta),
+                true,
+            )
+        })
+    })?;
+    Ok(dst)
 }

@@ -116,7 +116,7 @@ fn run_glora_grad(
 ) -> OpResult<Vec<CpuValue>> {
     let a = Args { slots: inputs };
     let dy = a.req(11, "dy")?;
-    glora_grad::glora_linear_grad(attrs, config, &glora_inputs(&a)?, dy, input_grad)
+    glora_grad::glora_linear_grad(attrs, config, &glora_inputs(&a)?, dy, a.opt(12), input_grad)
 }
 
 impl NodeEval for CpuBackend {
