@@ -344,27 +344,11 @@ fn train(a: TrainArgs) -> anyhow::Result<ExitCode> {
     );
     sp.finish_and_clear();
     let mut net = net?;
-    let mut g = net.graph.clone();
-    crate::ir::infer::infer_types(&mut g)?;
-    let features = crate::passes::default_features(&g)?;
-    let port = g
-        .find_value(&features)
-        .ok_or_else(|| anyhow::anyhow!("no value {features}"))?;
-    let rank = g.value_type(port).map_or(0, |t| t.shape.rank());
-    let spec =
-        crate::passes::plan_head(&g, &features, crate::passes::default_pool(rank), a.classes)?;
-    let (weight, bias) = crate::passes::init_head(&spec, a.seed)?;
-    net.head = Some(crate::supernet::Head { spec, weight, bias });
+    net.attach_new_head(None, None, a.classes, a.seed)?;
     let forward = net.with_head(net.graph.clone())?;
-    let dims: Vec<Option<usize>> = g
-        .inputs
-        .first()
-        .and_then(|&i| g.value_type(crate::ir::Port::new(i, 0)))
-        .map(|t| t.shape.dims().iter().map(|d| d.known()).collect())
-        .unwrap_or_default();
-    let image: Vec<usize> = match (dims.as_slice(), a.image_size) {
-        ([_, Some(c), _, _], Some(s)) => vec![*c, s, s],
-        ([_, Some(c), Some(h), Some(w)], None) => vec![*c, *h, *w],
+    let image: Vec<usize> = match (net.image_dims(), a.image_size) {
+        ([Some(c), _, _], Some(s)) => vec![c, s, s],
+        ([Some(c), Some(h), Some(w)], None) => vec![c, h, w],
         _ => anyhow::bail!(
             "{}: the image input has no fixed [C, H, W]; pass --image-size",
             a.model.display()

@@ -9,9 +9,8 @@ use anyhow::{Context, bail};
 
 use super::common;
 use crate::glora::ModelConfig;
-use crate::ir::{Port, infer::infer_types};
-use crate::passes::{self, Pool};
-use crate::supernet::{Head, Supernet};
+use crate::passes::Pool;
+use crate::supernet::Supernet;
 use crate::train::mode::{preset_config, uniform_config};
 use crate::train::optim::AdamWConfig;
 use crate::train::schedule::{LrSchedule, Preset, Stepping, WarmupCosine};
@@ -114,23 +113,6 @@ pub struct Args {
     pub throttle_ms: u64,
 }
 
-/// The `[C, H, W]` the model's image input declares, where known.
-fn model_image_dims(net: &Supernet) -> [Option<usize>; 3] {
-    let g = &net.graph;
-    let dims = g
-        .inputs
-        .first()
-        .and_then(|&i| g.value_type(Port::new(i, 0)))
-        .map(|t| t.shape.dims().to_vec())
-        .unwrap_or_default();
-    let at = |i: usize| dims.get(i).and_then(|d| d.known());
-    if dims.len() == 4 {
-        [at(1), at(2), at(3)]
-    } else {
-        [None, None, None]
-    }
-}
-
 fn config_arg(net: &Supernet, arg: &str, rank: usize) -> anyhow::Result<ModelConfig> {
     if let Ok(m) = arg.parse::<Method>()
         && let Some(c) = preset_config(m, rank)
@@ -153,21 +135,12 @@ fn ensure_head(net: &mut Supernet, a: &Args, classes: usize) -> anyhow::Result<(
         }
         return Ok(());
     }
-    let mut g = net.graph.clone();
-    infer_types(&mut g)?;
-    let features = match &a.features {
-        Some(f) => f.clone(),
-        None => passes::default_features(&g)?,
-    };
-    let rank = g
-        .find_value(&features)
-        .and_then(|p| g.value_type(p))
-        .map(|t| t.shape.rank())
-        .unwrap_or(0);
-    let pool = a.pool.unwrap_or(passes::default_pool(rank));
-    let spec = passes::plan_head(&g, &features, pool, a.num_classes.unwrap_or(classes))?;
-    let (weight, bias) = passes::init_head(&spec, a.seed)?;
-    net.head = Some(Head { spec, weight, bias });
+    net.attach_new_head(
+        a.features.as_deref(),
+        a.pool,
+        a.num_classes.unwrap_or(classes),
+        a.seed,
+    )?;
     Ok(())
 }
 
@@ -206,7 +179,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     sp.finish_and_clear();
     let mut net = net?;
     let splits = open_data(&a.data)?;
-    let [c, h, w] = model_image_dims(&net);
+    let [c, h, w] = net.image_dims();
     let size = match (a.image_size, h, w) {
         (Some(s), _, _) => Some((s, s)),
         (None, Some(h), Some(w)) => Some((h, w)),

@@ -390,6 +390,50 @@ impl Supernet {
         extras
     }
 
+    /// Gives the supernet a fresh classification head reading `features` (default:
+    /// the model's first output), pooled by `pool` (default: `cls` for token
+    /// sequences, `none` for vectors), with `num_classes` outputs.
+    pub fn attach_new_head(
+        &mut self,
+        features: Option<&str>,
+        pool: Option<passes::Pool>,
+        num_classes: usize,
+        seed: u64,
+    ) -> anyhow::Result<()> {
+        let mut g = self.graph.clone();
+        crate::ir::infer::infer_types(&mut g)?;
+        let features = match features {
+            Some(f) => f.to_string(),
+            None => passes::default_features(&g)?,
+        };
+        let rank = g
+            .find_value(&features)
+            .and_then(|p| g.value_type(p))
+            .map_or(0, |t| t.shape.rank());
+        let pool = pool.unwrap_or(passes::default_pool(rank));
+        let spec = passes::plan_head(&g, &features, pool, num_classes)?;
+        let (weight, bias) = passes::init_head(&spec, seed)?;
+        self.head = Some(Head { spec, weight, bias });
+        Ok(())
+    }
+
+    /// The `[C, H, W]` the model's image input declares, where known.
+    pub fn image_dims(&self) -> [Option<usize>; 3] {
+        let g = &self.graph;
+        let dims = g
+            .inputs
+            .first()
+            .and_then(|&i| g.value_type(crate::ir::Port::new(i, 0)))
+            .map(|t| t.shape.dims().to_vec())
+            .unwrap_or_default();
+        let at = |i: usize| dims.get(i).and_then(|d| d.known());
+        if dims.len() == 4 {
+            [at(1), at(2), at(3)]
+        } else {
+            [None, None, None]
+        }
+    }
+
     /// `g` with the head attached when there is one (its logits become the output).
     pub fn with_head(&self, mut g: Graph) -> anyhow::Result<Graph> {
         if let Some(h) = &self.head {
