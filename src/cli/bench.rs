@@ -27,6 +27,7 @@ pub enum Bench {
 pub struct TrainArgs {
     /// The ONNX model whose linear layers get GLoRA adapters.
     pub model: PathBuf,
+    /// Images per step.
     #[arg(long, default_value_t = 8)]
     pub batch: usize,
     /// LoRA rank the adapters are stored at.
@@ -44,6 +45,7 @@ pub struct TrainArgs {
     /// Image side when the model's input size is not fixed.
     #[arg(long)]
     pub image_size: Option<usize>,
+    /// Seed of the adapters, the head, the images and the per-step configs.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Also print the time spent in each op over the timed steps.

@@ -5,10 +5,13 @@ mod bench;
 mod common;
 mod compile;
 mod convert;
+mod demo;
 mod export;
 mod inspect;
 mod model;
+mod pipeline;
 mod run;
+mod search;
 mod train;
 mod verify;
 
@@ -44,12 +47,22 @@ pub enum Command {
     /// Train a supernet's adapters (or a fixed config, the head only, or every
     /// weight) on labelled images, with checkpoints and exact resume.
     Train(train::Args),
+    /// Search for the per-layer config with the best validation accuracy within a
+    /// budget of adapter parameters, and store it in the supernet.
+    Search(search::Args),
     /// Write the model a config selects from a supernet: merged into plain weights
     /// (the base model's ops and cost) or, with --unmerged, in standard ops per layer.
     Export(export::Args),
     /// Run a model in tract and compare it with another model, with glora's executor,
     /// or with a supernet's adapted graph under a config.
     Verify(verify::Args),
+    /// The whole job: compile, train, search (or a fixed method), export the merged
+    /// ONNX, verify it in tract, test once and report; a rerun continues.
+    Pipeline(pipeline::Args),
+    /// Pre-train a small ViT on digits 0–4, adapt it few-shot to digits 5–9 with
+    /// head-only, LoRA, GLoRA and full fine-tuning, and compare (no files or network
+    /// needed).
+    Demo(demo::Args),
     /// Measure speed: glora's executor against tract.
     #[command(subcommand)]
     Bench(bench::Bench),
@@ -64,8 +77,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Compile(a) => compile::run(a),
         Command::Model(m) => model::run(m),
         Command::Train(a) => train::run(a),
+        Command::Search(a) => search::run(a),
         Command::Export(a) => export::run(a),
         Command::Verify(a) => verify::run(a),
+        Command::Pipeline(a) => pipeline::run(a),
+        Command::Demo(a) => demo::run(a),
         Command::Bench(b) => bench::run(b),
     }
 }

@@ -21,18 +21,25 @@ pub struct VitArgs {
     /// (224×224 RGB, patch 16).
     #[arg(long, default_value = "tiny-digits")]
     pub preset: String,
+    /// Side of the square input image.
     #[arg(long)]
     pub image: Option<usize>,
+    /// Input channels.
     #[arg(long)]
     pub channels: Option<usize>,
+    /// Side of a square patch (divides the image).
     #[arg(long)]
     pub patch: Option<usize>,
+    /// Token width.
     #[arg(long)]
     pub dim: Option<usize>,
+    /// Transformer blocks.
     #[arg(long)]
     pub depth: Option<usize>,
+    /// Attention heads (divide dim).
     #[arg(long)]
     pub heads: Option<usize>,
+    /// Hidden width of each block's MLP.
     #[arg(long)]
     pub mlp: Option<usize>,
     /// Classes of a built-in head (0: features only).

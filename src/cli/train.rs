@@ -14,7 +14,7 @@ use crate::supernet::Supernet;
 use crate::train::mode::{preset_config, uniform_config};
 use crate::train::optim::AdamWConfig;
 use crate::train::schedule::{LrSchedule, Preset, Stepping, WarmupCosine};
-use crate::train::source::{Preprocess, imagenet_stats, open_data};
+use crate::train::source::{DataPlan, prepare_data};
 use crate::train::{Method, Mode, RunFiles, TrainOptions};
 
 #[derive(Debug, clap::Args)]
@@ -38,19 +38,23 @@ pub struct Args {
     #[arg(long)]
     pub rank: Option<usize>,
     /// Training settings of the reference recipe (AdamW 1e-4, wd 1e-4, batch 64,
-    /// 500 epochs, 10 warm-up epochs, cosine to 1e-5); flags given explicitly win.
+    /// 500 epochs, 10 warm-up epochs from 1e-6, cosine to 1e-5, per epoch); replaces
+    /// --lr, --weight-decay, --epochs, --batch and the schedule flags.
     #[arg(long)]
     pub reference: bool,
+    /// Passes over the training data.
     #[arg(long, default_value_t = 10)]
     pub epochs: u64,
     /// Stop after this many steps in all.
     #[arg(long)]
     pub steps: Option<u64>,
+    /// Images per step (the last partial batch of an epoch is left out).
     #[arg(long, default_value_t = 32)]
     pub batch: usize,
     /// Peak learning rate.
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f64,
+    /// AdamW's decoupled weight decay.
     #[arg(long, default_value_t = 1e-4)]
     pub weight_decay: f64,
     /// Linear warm-up length in epochs, from lr/100.
@@ -62,6 +66,7 @@ pub struct Args {
     /// Step the schedule every epoch instead of every step.
     #[arg(long)]
     pub lr_per_epoch: bool,
+    /// Label smoothing of the cross-entropy.
     #[arg(long, default_value_t = 0.0)]
     pub label_smoothing: f32,
     /// Seed of the sample order and of the per-step configs.
@@ -79,6 +84,10 @@ pub struct Args {
     /// Fraction of the training data held out for validation.
     #[arg(long, default_value_t = 0.1)]
     pub val_fraction: f64,
+    /// Seed of the validation carve and of --limit/--k-shot picks; keep it the same
+    /// for training and search so that validation samples are never trained on.
+    #[arg(long, default_value_t = 0)]
+    pub split_seed: u64,
     /// Use at most this many training samples (a seeded, class-stratified pick).
     #[arg(long)]
     pub limit: Option<usize>,
@@ -106,11 +115,26 @@ pub struct Args {
     /// The config the supernet is validated with: a file or lora|ssf|bitfit (default lora).
     #[arg(long, value_name = "CONFIG")]
     pub eval_config: Option<String>,
+    /// Images per validation batch.
     #[arg(long, default_value_t = 64)]
     pub eval_batch: usize,
     /// Sleep this long after every step (to watch or interrupt short runs).
     #[arg(long, hide = true, default_value_t = 0)]
     pub throttle_ms: u64,
+}
+
+impl Args {
+    fn data_plan(&self) -> DataPlan {
+        DataPlan {
+            image_size: self.image_size,
+            imagenet_norm: self.imagenet_norm,
+            val_fraction: self.val_fraction,
+            test_fraction: 0.0,
+            split_seed: self.split_seed,
+            k_shot: self.k_shot,
+            limit: self.limit,
+        }
+    }
 }
 
 fn config_arg(net: &Supernet, arg: &str, rank: usize) -> anyhow::Result<ModelConfig> {
@@ -178,35 +202,8 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let net = Supernet::load(&a.supernet);
     sp.finish_and_clear();
     let mut net = net?;
-    let splits = open_data(&a.data)?;
-    let [c, h, w] = net.image_dims();
-    let size = match (a.image_size, h, w) {
-        (Some(s), _, _) => Some((s, s)),
-        (None, Some(h), Some(w)) => Some((h, w)),
-        _ => None,
-    };
-    let prep = Preprocess {
-        size,
-        channels: c,
-        normalize: a.imagenet_norm.then(imagenet_stats),
-    };
-    let all = prep.apply(&splits.train)?;
-    let (train, val) = if a.val_fraction > 0.0 {
-        let (t, v) = all
-            .split(a.val_fraction, a.seed)
-            .with_context(|| a.data.display().to_string())?;
-        (t, Some(v))
-    } else {
-        (all, None)
-    };
-    let train = match (a.k_shot, a.limit) {
-        (Some(k), _) => train.k_shot(k, a.seed)?,
-        (None, Some(n)) if n < train.n => {
-            let frac = 1.0 - n as f64 / train.n as f64;
-            train.split(frac, a.seed)?.0
-        }
-        _ => train,
-    };
+    let data = prepare_data(&a.data, &net, &a.data_plan())?;
+    let (train, val) = (data.train, data.val);
     ensure_head(&mut net, &a, train.num_classes)?;
     let rank = a.rank.unwrap_or(net.space.max_rank());
     let mode = match a.mode {

@@ -426,6 +426,45 @@ impl Dataset {
         Ok(self.with_contents(images, labels))
     }
 
+    /// The images of the classes in `classes`, relabelled `0..classes.len()` in that
+    /// order (a task carved from a larger one).
+    pub fn select_classes(&self, classes: &[u32]) -> Result<Dataset, DataError> {
+        if let Some(&bad) = classes.iter().find(|&&c| c as usize >= self.num_classes) {
+            return Err(DataError::Invalid(format!(
+                "class {bad} not below num_classes {}",
+                self.num_classes
+            )));
+        }
+        let len = self.image_len();
+        let mut images = Vec::new();
+        let mut labels = Vec::new();
+        for (i, &label) in self.labels.iter().enumerate().take(self.n) {
+            if let Some(new) = classes.iter().position(|&c| c == label) {
+                images.extend_from_slice(&self.images[i * len..(i + 1) * len]);
+                labels.push(new as u32);
+            }
+        }
+        Ok(Dataset {
+            num_classes: classes.len(),
+            ..self.with_contents(images, labels)
+        })
+    }
+
+    /// Writes `x` (f32 `[N, C, H, W]`) and `y` (i64 `[N]`), as
+    /// [`Dataset::load_safetensors`] reads them, atomically.
+    pub fn save_safetensors(&self, path: &Path) -> anyhow::Result<()> {
+        self.validate()?;
+        let x = Tensor::from_f32(
+            vec![self.n, self.channels, self.height, self.width],
+            self.images.clone(),
+        )?;
+        let y = Tensor::from_i64(
+            vec![self.n],
+            self.labels.iter().map(|&l| l as i64).collect(),
+        )?;
+        crate::io::write_safetensors(path, &[("x".into(), x), ("y".into(), y)])
+    }
+
     /// A dataset of the same image shape and classes holding other images.
     fn with_contents(&self, images: Vec<f32>, labels: Vec<u32>) -> Dataset {
         Dataset {

@@ -59,16 +59,23 @@ pub fn fixed_batch(forward: &Graph, batch: usize, image: &[usize]) -> anyhow::Re
             image
         );
     }
-    for (i, (d, &n)) in declared.dims().iter().zip(&dims).enumerate().skip(1) {
-        if d.known().is_some_and(|k| k != n) {
-            bail!(
-                "input '{input}' expects {declared} but the data's images are {:?} (dimension {i}); resize the data to the model's input size",
-                image
-            );
-        }
-    }
+    // A model exported at one image size may still take others (ViTs that resample
+    // their position embeddings do), so a declared size is not enforced here; if
+    // the graph cannot take the data's size, simplification says where.
+    let resized = declared
+        .dims()
+        .iter()
+        .zip(&dims)
+        .skip(1)
+        .any(|(d, &n)| d.known().is_some_and(|k| k != n));
     g.set_input_shape(&input, Shape::known(&dims))?;
-    passes::optimize(&mut g, &CpuBackend).context("simplifying the graph at a fixed batch size")?;
+    passes::optimize(&mut g, &CpuBackend).with_context(|| {
+        if resized {
+            format!("the model declares input '{input}' as {declared}, and does not take images of shape {image:?}")
+        } else {
+            "simplifying the graph at a fixed batch size".to_string()
+        }
+    })?;
     Ok(g)
 }
 

@@ -1,5 +1,6 @@
 //! Opening a dataset from a path the user gives, whatever its format: the digits CSV
-//! (`.csv`, `.csv.gz`), a safetensors file with `x` and `y`, a folder of IDX files
+//! (`.csv`, `.csv.gz`), a safetensors file with `x` and `y` (or a folder with
+//! `train.safetensors` and `test.safetensors`), a folder of IDX files
 //! (`train-images-idx3-ubyte[.gz]` …, with the `t10k-` files as the test split), or a
 //! folder of class subfolders of images (with `train/` and `test/` inside when the
 //! data comes split). Then shaping it for a model: resize, grey → RGB, normalise.
@@ -9,6 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 
 use super::data::Dataset;
+use crate::supernet::Supernet;
 
 /// The splits a dataset comes with.
 #[derive(Clone, Debug)]
@@ -61,6 +63,19 @@ pub fn open_data(path: &Path) -> anyhow::Result<DataSplits> {
         ) {
             (Some(xt), Some(yt)) => Some(Dataset::load_idx(&xt, &yt).with_context(ctx)?),
             _ => None,
+        };
+        return Ok(DataSplits { train, test });
+    }
+    let (train_st, test_st) = (
+        path.join("train.safetensors"),
+        path.join("test.safetensors"),
+    );
+    if train_st.is_file() {
+        let train = Dataset::load_safetensors(&train_st).with_context(ctx)?;
+        let test = if test_st.is_file() {
+            Some(Dataset::load_safetensors(&test_st).with_context(ctx)?)
+        } else {
+            None
         };
         return Ok(DataSplits { train, test });
     }
@@ -121,4 +136,106 @@ impl Preprocess {
         }
         Ok(out)
     }
+}
+
+/// How a run carves and shapes its data.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DataPlan {
+    /// Side to resize images to (default: the model's input size when fixed).
+    pub image_size: Option<usize>,
+    pub imagenet_norm: bool,
+    /// Fraction of the training data held out for validation (0: none).
+    pub val_fraction: f64,
+    /// Fraction carved off as the test split when the data comes without one (0: no
+    /// test split).
+    pub test_fraction: f64,
+    /// Seed of the validation carve; training, search and the pipeline use the same
+    /// one so that validation samples are never trained on.
+    pub split_seed: u64,
+    /// Keep K training samples per class.
+    pub k_shot: Option<usize>,
+    /// Keep at most N training samples (class-stratified).
+    pub limit: Option<usize>,
+}
+
+impl Default for DataPlan {
+    fn default() -> DataPlan {
+        DataPlan {
+            image_size: None,
+            imagenet_norm: false,
+            val_fraction: 0.1,
+            test_fraction: 0.0,
+            split_seed: 0,
+            k_shot: None,
+            limit: None,
+        }
+    }
+}
+
+/// A run's data, shaped for its model.
+#[derive(Clone, Debug)]
+pub struct PreparedData {
+    pub train: Dataset,
+    pub val: Option<Dataset>,
+    pub test: Option<Dataset>,
+}
+
+/// Opens `path`, shapes the images for `net`'s input and carves the validation split
+/// and the training subset as `plan` says.
+pub fn prepare_data(path: &Path, net: &Supernet, plan: &DataPlan) -> anyhow::Result<PreparedData> {
+    let splits = open_data(path)?;
+    let [c, h, w] = net.image_dims();
+    let size = match (plan.image_size, h, w) {
+        (Some(s), _, _) => Some((s, s)),
+        (None, Some(h), Some(w)) => Some((h, w)),
+        _ => None,
+    };
+    let prep = Preprocess {
+        size,
+        channels: c,
+        normalize: plan.imagenet_norm.then(imagenet_stats),
+    };
+    let mut all = prep.apply(&splits.train)?;
+    let mut test = splits.test.as_ref().map(|t| prep.apply(t)).transpose()?;
+    if test.is_none() && plan.test_fraction > 0.0 {
+        // A different stream from the validation carve's, so the two are independent.
+        let (rest, carved) = all
+            .split(plan.test_fraction, plan.split_seed ^ 0x7E57)
+            .with_context(|| path.display().to_string())?;
+        all = rest;
+        test = Some(carved);
+    }
+    let (train, val) = if plan.val_fraction > 0.0 {
+        let (t, v) = all
+            .split(plan.val_fraction, plan.split_seed)
+            .with_context(|| path.display().to_string())?;
+        (t, Some(v))
+    } else {
+        (all, None)
+    };
+    let train = match (plan.k_shot, plan.limit) {
+        (Some(k), _) => train.k_shot(k, plan.split_seed)?,
+        (None, Some(n)) if n < train.n => {
+            let frac = 1.0 - n as f64 / train.n as f64;
+            train.split(frac, plan.split_seed)?.0
+        }
+        _ => train,
+    };
+    // A cut-down training set keeps the validation split in proportion, so that a
+    // search over a few hundred images does not score every genome on thousands.
+    let val = match (val, plan.k_shot.is_some() || plan.limit.is_some()) {
+        (Some(v), true) if plan.val_fraction < 1.0 => {
+            let keep = ((train.n as f64 * plan.val_fraction / (1.0 - plan.val_fraction)).ceil()
+                as usize)
+                .max(v.num_classes)
+                .min(v.n);
+            if keep < v.n {
+                Some(v.split(1.0 - keep as f64 / v.n as f64, plan.split_seed)?.0)
+            } else {
+                Some(v)
+            }
+        }
+        (v, _) => v,
+    };
+    Ok(PreparedData { train, val, test })
 }

@@ -1,0 +1,240 @@
+//! `glora search NAME.glora --data PATH --budget 0.5M`: the evolutionary search for
+//! the per-layer config with the best validation accuracy within a budget of
+//! adapter parameters. Writes `search.json` and the search-front charts, and stores
+//! the chosen config in the supernet's `glora.json`, where `glora export` finds it.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+
+use super::common;
+use crate::plot::{ChartText, FrontPoint, search_front};
+use crate::search::fitness::DEFAULT_EVAL_BATCH;
+use crate::search::{
+    Budget, Progress, SEARCH_FILE, Sampling, SearchSettings, ValidationFitness, check_budget,
+    format_param_count, parse_param_count, search, write_search_record,
+};
+use crate::supernet::Supernet;
+use crate::train::source::{DataPlan, prepare_data};
+
+/// Name of the search-front charts (`.svg` and `.png`).
+pub const FRONT_CHART: &str = "search_front";
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The supernet directory, trained with `glora train` (it needs its head); the
+    /// chosen config is stored in its glora.json.
+    pub supernet: PathBuf,
+    /// The training data the supernet was trained on; the search scores configs on
+    /// the validation split carved from it (same --val-fraction and --split-seed as
+    /// training, so that no validation sample was trained on).
+    #[arg(long, value_name = "PATH")]
+    pub data: PathBuf,
+    /// Most adapter parameters a config may have (the head is not counted): an
+    /// integer or a count with a k or M suffix, e.g. 5000, 5k, 0.5M.
+    #[arg(long, value_name = "PARAMS", value_parser = parse_param_count)]
+    pub budget: usize,
+    /// Fewest adapter parameters a config may have.
+    #[arg(long, value_name = "PARAMS", value_parser = parse_param_count, default_value = "0")]
+    pub min_budget: usize,
+    /// Genomes in the initial population and in each generation.
+    #[arg(long, default_value_t = 50)]
+    pub population: usize,
+    /// Rounds of mutation and crossover after the initial population.
+    #[arg(long, default_value_t = 20)]
+    pub generations: usize,
+    /// Best genomes that parents are drawn from.
+    #[arg(long, default_value_t = 10)]
+    pub parents: usize,
+    /// Mutated children per generation.
+    #[arg(long, default_value_t = 25)]
+    pub mutations: usize,
+    /// Crossover children per generation.
+    #[arg(long, default_value_t = 25)]
+    pub crossovers: usize,
+    /// Probability that mutation re-draws one term of one layer.
+    #[arg(long, default_value_t = 0.2)]
+    pub mutation_prob: f64,
+    /// Size of the ranked archive recorded in search.json.
+    #[arg(long, default_value_t = 50)]
+    pub top_k: usize,
+    /// Seed of every random choice of the search.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Fraction of the training data held out for validation (as in training).
+    #[arg(long, default_value_t = 0.1)]
+    pub val_fraction: f64,
+    /// Seed of the validation carve (as in training).
+    #[arg(long, default_value_t = 0)]
+    pub split_seed: u64,
+    /// Resize images to SIZE×SIZE (default: the model's input size when it is fixed).
+    #[arg(long)]
+    pub image_size: Option<usize>,
+    /// Normalise with the ImageNet mean and deviation (as in training).
+    #[arg(long)]
+    pub imagenet_norm: bool,
+    /// Images per validation batch.
+    #[arg(long, default_value_t = DEFAULT_EVAL_BATCH)]
+    pub eval_batch: usize,
+    /// Folder for search.json and the charts (default: the supernet directory).
+    #[arg(short, long, value_name = "DIR")]
+    pub output: Option<PathBuf>,
+}
+
+impl Args {
+    fn settings(&self) -> SearchSettings {
+        SearchSettings {
+            population: self.population,
+            generations: self.generations,
+            parents: self.parents,
+            mutations: self.mutations,
+            crossovers: self.crossovers,
+            mutation_prob: self.mutation_prob,
+            top_k: self.top_k,
+            seed: self.seed,
+        }
+    }
+
+    fn data_plan(&self) -> DataPlan {
+        DataPlan {
+            image_size: self.image_size,
+            imagenet_norm: self.imagenet_norm,
+            val_fraction: self.val_fraction,
+            split_seed: self.split_seed,
+            ..DataPlan::default()
+        }
+    }
+}
+
+fn describe_sampling(sampling: &Sampling) -> Option<String> {
+    match sampling {
+        Sampling::Uniform { .. } => None,
+        Sampling::Tilted {
+            lambda,
+            target_params,
+            acceptance,
+            uniform_acceptance,
+        } => Some(format!(
+            "uniform random configs meet this budget {:.2}% of the time; drawing options tilted by cost instead (λ = {lambda:.3e}, mean {} parameters, {:.0}% within budget)",
+            100.0 * uniform_acceptance,
+            format_param_count(target_params.round() as usize),
+            100.0 * acceptance
+        )),
+    }
+}
+
+pub fn run(a: Args) -> anyhow::Result<ExitCode> {
+    let settings = a.settings();
+    settings.check()?;
+    let sp = common::spinner(format!("loading {}", a.supernet.display()));
+    let net = Supernet::load(&a.supernet);
+    sp.finish_and_clear();
+    let mut net = net?;
+    let Some(head) = &net.head else {
+        bail!(
+            "{} has no classification head; train it first (glora train {} --data ...)",
+            a.supernet.display(),
+            a.supernet.display()
+        );
+    };
+    let head_params = head.weight.numel() + head.bias.numel();
+    let budget = Budget {
+        min: a.min_budget,
+        max: a.budget,
+    };
+    check_budget(&net, budget).with_context(|| a.supernet.display().to_string())?;
+    if a.val_fraction <= 0.0 {
+        bail!("the search scores configs on a validation split; --val-fraction must be above 0");
+    }
+    let data = prepare_data(&a.data, &net, &a.data_plan())?;
+    let val = data.val.with_context(|| {
+        format!(
+            "{}: no validation split was carved; raise --val-fraction",
+            a.data.display()
+        )
+    })?;
+    let mut fitness = ValidationFitness::new(&net, &val, a.eval_batch)?;
+    println!(
+        "searching {} ({} layers) within {}..={} adapter parameters; validating on {} samples ({} classes)",
+        a.supernet.display(),
+        net.layers.len(),
+        format_param_count(budget.min),
+        format_param_count(budget.max),
+        val.n,
+        val.num_classes
+    );
+    let bar = common::bar(settings.max_evaluations() as u64, "searching");
+    let outcome = search(
+        &net,
+        budget,
+        &settings,
+        &mut fitness,
+        &mut |p: &Progress| {
+            bar.set_message(format!("gen {} best {:.4}", p.generation, p.best_accuracy));
+            bar.inc(1);
+        },
+    );
+    bar.finish_and_clear();
+    let outcome = outcome?;
+    if let Some(note) = describe_sampling(&outcome.sampling) {
+        println!("{note}");
+    }
+    let best = outcome
+        .best()
+        .context("the search evaluated no genome")?
+        .clone();
+    let best_config = outcome.config_of(&best.genome);
+
+    let out_dir = a.output.clone().unwrap_or_else(|| a.supernet.clone());
+    std::fs::create_dir_all(&out_dir).with_context(|| out_dir.display().to_string())?;
+    let record = out_dir.join(SEARCH_FILE);
+    write_search_record(&record, &outcome, Some(head_params))?;
+    let points: Vec<FrontPoint> = outcome
+        .evaluated
+        .iter()
+        .map(|e| FrontPoint {
+            params: e.params as f64,
+            accuracy: e.accuracy,
+            generation: e.generation,
+        })
+        .collect();
+    let text = ChartText::new(
+        &format!("Search front, budget {}", format_param_count(budget.max)),
+        "adapter parameters",
+        "validation accuracy",
+    );
+    let [svg, png] = search_front(
+        &out_dir.join(FRONT_CHART),
+        &points,
+        Some((best.params as f64, best.accuracy)),
+        Some(budget.max as f64),
+        &text,
+    )?;
+
+    net.config = Some(best_config);
+    crate::supernet::artifact::write_manifest(&a.supernet, &net.manifest()?)?;
+
+    println!(
+        "best config: validation accuracy {:.4}, {} adapter parameters ({}; head {} more), found in generation {}",
+        best.accuracy,
+        super::compile::group(best.params),
+        format_param_count(best.params),
+        super::compile::group(head_params),
+        best.generation
+    );
+    println!(
+        "{} genomes evaluated in {:.1} s, {:.3} s per evaluated genome",
+        outcome.evaluated.len(),
+        outcome.seconds,
+        outcome.seconds_per_evaluation()
+    );
+    println!(
+        "wrote {}, {}, {}; stored the config in {}",
+        record.display(),
+        svg.display(),
+        png.display(),
+        a.supernet.join(crate::supernet::MANIFEST_FILE).display()
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,254 @@
+//! `glora pipeline` and `glora demo` end to end: reports, tract verification, op
+//! histograms, plots, and continuing after `kill -9`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{assert_one_line_error, fixture, glora, stderr, stdout};
+
+fn ok(args: &[&str]) -> String {
+    let o = glora(args);
+    assert!(
+        o.status.success(),
+        "glora {args:?} failed:\n{}\n{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    stdout(&o)
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 temp path")
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).expect("valid JSON")
+}
+
+/// A small ViT with features only, as ONNX.
+fn small_vit(dir: &Path) -> PathBuf {
+    let onnx = dir.join("vit.onnx");
+    ok(&[
+        "model",
+        "vit",
+        "--preset",
+        "tiny-digits",
+        "--dim",
+        "32",
+        "--depth",
+        "2",
+        "--heads",
+        "2",
+        "--mlp",
+        "64",
+        "--classes",
+        "0",
+        "-o",
+        s(&onnx),
+    ]);
+    onnx
+}
+
+fn pipeline_args<'a>(
+    model: &'a Path,
+    data: &'a Path,
+    out: &'a Path,
+    method: &'a str,
+) -> Vec<&'a str> {
+    vec![
+        "pipeline",
+        s(model),
+        "--data",
+        s(data),
+        "-o",
+        s(out),
+        "--method",
+        method,
+        "--batch",
+        "32",
+        "--lr",
+        "2e-3",
+        "--seed",
+        "1",
+    ]
+}
+
+/// Checks a run's report; the base model here has no head, so the merged model has
+/// the base's ops plus the head's class-token Gather, MatMul and bias Add.
+fn check_report(out: &Path, min_accuracy: f64) -> serde_json::Value {
+    let r = json(&out.join("report.json"));
+    let err = r["tract_max_abs_error"].as_f64().expect("tract error");
+    assert!(err <= 1e-4, "tract differs by {err}");
+    let mut expected = r["base_ops"].clone();
+    for op in ["Gather", "MatMul", "Add"] {
+        let n = expected[op].as_u64().unwrap_or(0);
+        expected[op] = serde_json::json!(n + 1);
+    }
+    assert_eq!(
+        expected, r["merged_ops"],
+        "merged ops differ from the base's plus a head"
+    );
+    let acc = r["test_accuracy"].as_f64().expect("test accuracy");
+    assert!(
+        acc >= min_accuracy,
+        "test accuracy {acc} is below {min_accuracy}"
+    );
+    for f in [
+        "model.onnx",
+        "report.md",
+        "loss.svg",
+        "loss.png",
+        "val_accuracy.png",
+    ] {
+        assert!(out.join(f).is_file(), "{f} is missing");
+    }
+    r
+}
+
+#[test]
+fn glora_and_lora_pipelines_report_verified_models() {
+    let Some(data) = fixture("data/digits.csv.gz") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let model = small_vit(tmp.path());
+    let lora = tmp.path().join("lora");
+    let mut args = pipeline_args(&model, &data, &lora, "lora");
+    args.extend(["--epochs", "10"]);
+    ok(&args);
+    let r = check_report(&lora, 0.5);
+    let lora_params = r["adapter_params"].as_u64().unwrap();
+    assert!(lora_params > 0);
+
+    let run = tmp.path().join("glora");
+    let budget = lora_params.to_string();
+    let mut args = pipeline_args(&model, &data, &run, "glora");
+    args.extend([
+        "--epochs",
+        "10",
+        "--budget",
+        &budget,
+        "--population",
+        "8",
+        "--generations",
+        "2",
+        "--retrain-epochs",
+        "1",
+    ]);
+    ok(&args);
+    // The backbone is random: a supernet that trains every config at random learns
+    // slowly from it, so only the plumbing is checked here (the demo checks learning).
+    let r = check_report(&run, 0.0);
+    assert!(r["adapter_params"].as_u64().unwrap() <= lora_params);
+    assert!(run.join("search.json").is_file() && run.join("search_front.png").is_file());
+    let search = json(&run.join("search.json"));
+    for e in search["evaluated"].as_array().unwrap() {
+        assert!(
+            e["params"].as_u64().unwrap() <= lora_params,
+            "a genome over budget"
+        );
+    }
+
+    // A rerun reuses every stage's result.
+    let again = ok(&args);
+    assert!(again.contains("test accuracy"), "{again}");
+    let r2 = json(&run.join("report.json"));
+    assert_eq!(r["config"], r2["config"]);
+    assert_eq!(r["test_accuracy"], r2["test_accuracy"]);
+}
+
+#[test]
+fn an_infeasible_budget_is_one_line() {
+    let Some(data) = fixture("data/digits.csv.gz") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let model = small_vit(tmp.path());
+    let run = tmp.path().join("run");
+    let mut args = pipeline_args(&model, &data, &run, "glora");
+    args.extend(["--epochs", "1", "--budget", "10", "--min-budget", "20"]);
+    let o = glora(&args);
+    assert_one_line_error(&o, &["budget"]);
+}
+
+#[test]
+fn a_pipeline_killed_during_training_continues_on_rerun() {
+    let Some(data) = fixture("data/digits.csv.gz") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let model = small_vit(tmp.path());
+    let run = tmp.path().join("run");
+    let mut args = pipeline_args(&model, &data, &run, "lora");
+    args.extend(["--epochs", "6"]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_glora"))
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let log = run.join("supernet.glora").join("metrics.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    // Kill once the first epoch's checkpoint is written.
+    loop {
+        let steps = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .count();
+        if steps > 60 || child.try_wait().unwrap().is_some() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "training never started");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let _ = child.kill();
+    let killed = !child.wait().unwrap().success();
+    ok(&args);
+    check_report(&run, 0.3);
+    let train = json(&run.join("train.json"));
+    let steps: Vec<u64> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v.get("loss").is_some())
+        .filter_map(|v| v["step"].as_u64())
+        .collect();
+    let total = train["steps"].as_u64().unwrap();
+    assert_eq!(
+        steps,
+        (1..=total).collect::<Vec<_>>(),
+        "each step once (killed: {killed})"
+    );
+}
+
+#[test]
+fn the_demo_compares_four_methods_and_verifies_every_export() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("demo");
+    let printed = ok(&["demo", "-o", s(&out)]);
+    for method in ["head-only", "lora", "glora", "full"] {
+        assert!(printed.contains(&format!("| {method} |")), "{printed}");
+    }
+    let r = json(&out.join("report.json"));
+    let rows = r["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 4);
+    let lora = rows[1]["adapter_params"].as_u64().unwrap();
+    let glora = rows[2]["adapter_params"].as_u64().unwrap();
+    assert!(
+        glora <= lora,
+        "GLoRA's {glora} parameters exceed LoRA's {lora}"
+    );
+    for row in rows {
+        assert!(
+            row["tract_max_abs_error"].as_f64().unwrap() <= 1e-4,
+            "{row}"
+        );
+    }
+    let glora_report = json(&out.join("glora").join("report.json"));
+    assert_eq!(glora_report["base_ops"], glora_report["merged_ops"]);
+    assert!(out.join("report.md").is_file());
+}
