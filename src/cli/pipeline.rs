@@ -66,6 +66,9 @@ pub struct Args {
     /// Use at most this many training images.
     #[arg(long)]
     pub limit: Option<usize>,
+    /// Test on at most this many images.
+    #[arg(long)]
+    pub test_limit: Option<usize>,
     #[arg(long, default_value_t = 0.1)]
     pub val_fraction: f64,
     /// Test fraction carved off when the data has no test split.
@@ -102,6 +105,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             val_fraction: a.val_fraction,
             test_fraction: a.test_fraction,
             limit: a.limit,
+            test_limit: a.test_limit,
             ..DataPlan::default()
         },
         targets: a.targets.clone(),

@@ -133,6 +133,7 @@ impl Args {
             split_seed: self.split_seed,
             k_shot: self.k_shot,
             limit: self.limit,
+            test_limit: None,
         }
     }
 }

@@ -156,6 +156,8 @@ pub struct DataPlan {
     pub k_shot: Option<usize>,
     /// Keep at most N training samples (class-stratified).
     pub limit: Option<usize>,
+    /// Keep at most N test samples (class-stratified).
+    pub test_limit: Option<usize>,
 }
 
 impl Default for DataPlan {
@@ -168,6 +170,7 @@ impl Default for DataPlan {
             split_seed: 0,
             k_shot: None,
             limit: None,
+            test_limit: None,
         }
     }
 }
@@ -184,19 +187,10 @@ pub struct PreparedData {
 /// and the training subset as `plan` says.
 pub fn prepare_data(path: &Path, net: &Supernet, plan: &DataPlan) -> anyhow::Result<PreparedData> {
     let splits = open_data(path)?;
-    let [c, h, w] = net.image_dims();
-    let size = match (plan.image_size, h, w) {
-        (Some(s), _, _) => Some((s, s)),
-        (None, Some(h), Some(w)) => Some((h, w)),
-        _ => None,
-    };
-    let prep = Preprocess {
-        size,
-        channels: c,
-        normalize: plan.imagenet_norm.then(imagenet_stats),
-    };
-    let mut all = prep.apply(&splits.train)?;
-    let mut test = splits.test.as_ref().map(|t| prep.apply(t)).transpose()?;
+    // Every carve picks by label only, so it runs on the stored images and only what
+    // is kept is resized: resizing all of a large dataset first can take gigabytes.
+    let mut all = splits.train;
+    let mut test = splits.test;
     if test.is_none() && plan.test_fraction > 0.0 {
         // A different stream from the validation carve's, so the two are independent.
         let (rest, carved) = all
@@ -229,13 +223,36 @@ pub fn prepare_data(path: &Path, net: &Supernet, plan: &DataPlan) -> anyhow::Res
                 as usize)
                 .max(v.num_classes)
                 .min(v.n);
-            if keep < v.n {
-                Some(v.split(1.0 - keep as f64 / v.n as f64, plan.split_seed)?.0)
-            } else {
-                Some(v)
-            }
+            Some(keep_at_most(v, keep, plan.split_seed)?)
         }
         (v, _) => v,
     };
-    Ok(PreparedData { train, val, test })
+    let test = match (test, plan.test_limit) {
+        (Some(t), Some(n)) => Some(keep_at_most(t, n, plan.split_seed)?),
+        (t, _) => t,
+    };
+    let [c, h, w] = net.image_dims();
+    let size = match (plan.image_size, h, w) {
+        (Some(s), _, _) => Some((s, s)),
+        (None, Some(h), Some(w)) => Some((h, w)),
+        _ => None,
+    };
+    let prep = Preprocess {
+        size,
+        channels: c,
+        normalize: plan.imagenet_norm.then(imagenet_stats),
+    };
+    Ok(PreparedData {
+        train: prep.apply(&train)?,
+        val: val.map(|v| prep.apply(&v)).transpose()?,
+        test: test.map(|t| prep.apply(&t)).transpose()?,
+    })
+}
+
+/// A class-stratified pick of at most `n` samples.
+fn keep_at_most(d: Dataset, n: usize, seed: u64) -> anyhow::Result<Dataset> {
+    if n >= d.n {
+        return Ok(d);
+    }
+    Ok(d.split(1.0 - n as f64 / d.n as f64, seed)?.0)
 }
