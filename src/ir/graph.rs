@@ -135,6 +135,18 @@ impl Graph {
         ))
     }
 
+    /// Adds a `Param` (trainable) node holding `t`, its output named `name`.
+    pub fn add_param(&mut self, name: impl Into<String>, t: Tensor) -> NodeIndex {
+        let name = name.into();
+        let ty = TensorType::new(t.dtype(), t.ir_shape());
+        self.g.add_node(Node::new(
+            name.clone(),
+            Op::Param(t),
+            0,
+            vec![Value::typed(name, ty)],
+        ))
+    }
+
     /// Adds a node computing `op` on `inputs` (slot i gets `inputs[i]`, `None` leaves
     /// an optional slot empty), with one output per name in `outputs`.
     pub fn add_op(

@@ -19,7 +19,7 @@ use anyhow::{Context, anyhow, bail};
 use crate::ir::infer::infer_types;
 use crate::ir::{
     BinaryOp, ConvAttrs, DType, GemmAttrs, GradOp, Graph, Node, NodeIndex, Op, Port, ReduceOp,
-    Tensor, TensorType, UnaryGradKind, UnaryOp, Value,
+    Tensor, UnaryGradKind, UnaryOp,
 };
 
 /// The gradient of one trainable parameter.
@@ -193,14 +193,7 @@ impl Backward<'_> {
 
     fn constant(&mut self, hint: &str, t: Tensor) -> Port {
         let name = self.name(hint);
-        let ty = TensorType::new(t.dtype(), t.ir_shape());
-        let id = self.g.add_node(Node::new(
-            name.clone(),
-            Op::Const(t),
-            0,
-            vec![Value::typed(name, ty)],
-        ));
-        Port::new(id, 0)
+        Port::new(self.g.add_const(name, t), 0)
     }
 
     fn ints(&mut self, hint: &str, v: &[i64]) -> Port {
@@ -846,20 +839,16 @@ fn scalar(dtype: DType, v: f64) -> anyhow::Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ir::Dim;
+    use crate::ir::{Dim, TensorType};
 
     fn weight(g: &mut Graph, name: &str, trainable: bool, shape: &[usize]) -> Port {
         let t = Tensor::from_f32(shape.to_vec(), vec![0.5; shape.iter().product()]).unwrap();
-        let ty = TensorType::new(DType::F32, t.ir_shape());
-        let op = if trainable {
-            Op::Param(t)
+        let id = if trainable {
+            g.add_param(name, t)
         } else {
-            Op::Const(t)
+            g.add_const(name, t)
         };
-        Port::new(
-            g.add_node(Node::new(name, op, 0, vec![Value::typed(name, ty)])),
-            0,
-        )
+        Port::new(id, 0)
     }
 
     /// x → MatMul(W0 frozen) → Relu → MatMul(W1 trainable) → ReduceSum.

@@ -14,7 +14,7 @@ use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::ir::infer::infer_types;
-use crate::ir::{BinaryOp, Graph, Node, Op, Port, ReduceOp, Tensor, TensorType, Value};
+use crate::ir::{BinaryOp, Graph, Op, Port, ReduceOp, Tensor};
 
 /// Value names of the head's weight `[dim, classes]` and bias `[classes]`.
 pub const HEAD_WEIGHT: &str = "glora_head.weight";
@@ -171,7 +171,10 @@ pub fn attach_head(
     let pooled = match spec.pool {
         Pool::None => features,
         Pool::Cls => {
-            let idx = add_weight(g, "glora_head.cls_index", Op::Const(Tensor::scalar_i64(0)));
+            let idx = Port::new(
+                g.add_const("glora_head.cls_index", Tensor::scalar_i64(0)),
+                0,
+            );
             let id = g.add_op(
                 "glora_head.pool",
                 Op::Gather { axis: 1 },
@@ -195,8 +198,8 @@ pub fn attach_head(
             Port::new(id, 0)
         }
     };
-    let w = add_weight(g, HEAD_WEIGHT, Op::Param(weight));
-    let b = add_weight(g, HEAD_BIAS, Op::Param(bias));
+    let w = Port::new(g.add_param(HEAD_WEIGHT, weight), 0);
+    let b = Port::new(g.add_param(HEAD_BIAS, bias), 0);
     let mm = g.add_op(
         "glora_head.matmul",
         Op::MatMul,
@@ -238,20 +241,10 @@ pub fn rename_head_for_export(g: &mut Graph) {
     }
 }
 
-fn add_weight(g: &mut Graph, name: &str, op: Op) -> Port {
-    let t = op.weight().cloned();
-    let ty = t.map(|t| TensorType::new(t.dtype(), t.ir_shape()));
-    let value = match ty {
-        Some(ty) => Value::typed(name, ty),
-        None => Value::new(name),
-    };
-    Port::new(g.add_node(Node::new(name, op, 0, vec![value])), 0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ir::{DType, Dim, Shape};
+    use crate::ir::{DType, Dim, Shape, TensorType};
 
     fn tokens() -> Graph {
         let mut g = Graph::new("backbone");

@@ -16,8 +16,8 @@ use regex::Regex;
 
 use crate::glora::{AdapterTensors, LayerShape, tensor_names};
 use crate::ir::{
-    DType, GLORA_LINEAR_INPUTS, GloraLinearAttrs, Graph, Node, NodeIndex, Op, Port, Tensor,
-    TensorType, Value, WeightLayout,
+    DType, GLORA_LINEAR_INPUTS, GloraLinearAttrs, Graph, NodeIndex, Op, Port, Tensor, TensorType,
+    WeightLayout,
 };
 
 use super::linear::{LinearKind, LinearLayer};
@@ -112,13 +112,7 @@ fn add_param(g: &mut Graph, name: &str, t: Tensor) -> anyhow::Result<NodeIndex> 
     if g.find_value(name).is_some() || g.find_node(name).is_some() {
         bail!("cannot add adapter tensor '{name}': the graph already has a value of that name");
     }
-    let ty = TensorType::new(t.dtype(), t.ir_shape());
-    Ok(g.add_node(Node::new(
-        name,
-        Op::Param(t),
-        0,
-        vec![Value::typed(name, ty)],
-    )))
+    Ok(g.add_param(name, t))
 }
 
 fn insert_layer(

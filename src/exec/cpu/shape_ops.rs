@@ -201,13 +201,13 @@ pub(crate) fn split(
         .collect()
 }
 
-pub(crate) fn gather(x: &CpuValue, indices: &CpuValue, axis: i64) -> OpResult<CpuValue> {
-    let ax = axis_index(axis, x.rank())?;
+/// Gather indices as positions along axis `ax` of size `d`, negatives counted from
+/// the end; the forward and its scatter-back read them the same way.
+pub(crate) fn gather_positions(indices: &CpuValue, d: usize, ax: usize) -> OpResult<Vec<usize>> {
     if !indices.dtype().is_int() {
         bail!("indices must be integers, got {}", indices.dtype());
     }
-    let d = x.dims()[ax];
-    let idx: Vec<usize> = indices
+    indices
         .to_i64_vec()?
         .into_iter()
         .map(|i| {
@@ -217,7 +217,13 @@ pub(crate) fn gather(x: &CpuValue, indices: &CpuValue, axis: i64) -> OpResult<Cp
             }
             Ok(j as usize)
         })
-        .collect::<OpResult<_>>()?;
+        .collect()
+}
+
+pub(crate) fn gather(x: &CpuValue, indices: &CpuValue, axis: i64) -> OpResult<CpuValue> {
+    let ax = axis_index(axis, x.rank())?;
+    let d = x.dims()[ax];
+    let idx = gather_positions(indices, d, ax)?;
     let mut dims = x.dims()[..ax].to_vec();
     dims.extend_from_slice(indices.dims());
     dims.extend_from_slice(&x.dims()[ax + 1..]);

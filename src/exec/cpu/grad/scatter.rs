@@ -4,7 +4,7 @@
 //! negative indices and steps), zeros elsewhere. Both produce a fresh `x`-shaped
 //! tensor from the incoming gradient and the forward's integer inputs.
 
-use crate::exec::cpu::shape_ops::slice_plan;
+use crate::exec::cpu::shape_ops::{gather_positions, slice_plan};
 
 use rayon::prelude::*;
 
@@ -20,24 +20,6 @@ pub(super) struct SliceArgs<'a> {
     pub ends: &'a CpuValue,
     pub axes: Option<&'a CpuValue>,
     pub steps: Option<&'a CpuValue>,
-}
-
-/// The indices as positions along an axis of size `d`, negatives counted from the end.
-fn gather_positions(indices: &CpuValue, d: usize, ax: usize) -> OpResult<Vec<usize>> {
-    if !indices.dtype().is_int() {
-        bail!("indices must be integers, got {}", indices.dtype());
-    }
-    indices
-        .to_i64_vec()?
-        .into_iter()
-        .map(|i| {
-            let j = if i < 0 { i + d as i64 } else { i };
-            if j < 0 || j >= d as i64 {
-                bail!("index {i} is out of range for axis {ax} of size {d}");
-            }
-            Ok(j as usize)
-        })
-        .collect()
 }
 
 pub(super) fn gather_grad(
