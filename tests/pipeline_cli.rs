@@ -3,54 +3,15 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{assert_one_line_error, fixture, glora, stderr, stdout};
-
-fn ok(args: &[&str]) -> String {
-    let o = glora(args);
-    assert!(
-        o.status.success(),
-        "glora {args:?} failed:\n{}\n{}",
-        stdout(&o),
-        stderr(&o)
-    );
-    stdout(&o)
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("UTF-8 temp path")
-}
+use common::{assert_one_line_error, fixture, glora, glora_ok as ok, path_str as s, tiny_vit_onnx};
 
 fn json(path: &Path) -> serde_json::Value {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).expect("valid JSON")
-}
-
-/// A small ViT with features only, as ONNX.
-fn small_vit(dir: &Path) -> PathBuf {
-    let onnx = dir.join("vit.onnx");
-    ok(&[
-        "model",
-        "vit",
-        "--preset",
-        "tiny-digits",
-        "--dim",
-        "32",
-        "--depth",
-        "2",
-        "--heads",
-        "2",
-        "--mlp",
-        "64",
-        "--classes",
-        "0",
-        "-o",
-        s(&onnx),
-    ]);
-    onnx
 }
 
 fn pipeline_args<'a>(
@@ -115,7 +76,7 @@ fn glora_and_lora_pipelines_report_verified_models() {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let model = small_vit(tmp.path());
+    let model = tiny_vit_onnx(tmp.path(), "vit");
     let lora = tmp.path().join("lora");
     let mut args = pipeline_args(&model, &data, &lora, "lora");
     args.extend(["--epochs", "10"]);
@@ -167,7 +128,7 @@ fn an_infeasible_budget_is_one_line() {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let model = small_vit(tmp.path());
+    let model = tiny_vit_onnx(tmp.path(), "vit");
     let run = tmp.path().join("run");
     let mut args = pipeline_args(&model, &data, &run, "glora");
     args.extend(["--epochs", "1", "--budget", "10", "--min-budget", "20"]);
@@ -181,7 +142,7 @@ fn a_pipeline_killed_during_training_continues_on_rerun() {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let model = small_vit(tmp.path());
+    let model = tiny_vit_onnx(tmp.path(), "vit");
     let run = tmp.path().join("run");
     let mut args = pipeline_args(&model, &data, &run, "lora");
     args.extend(["--epochs", "6"]);

@@ -7,48 +7,17 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{assert_one_line_error, fixture, glora, stderr, stdout};
+use common::{
+    assert_one_line_error, fixture, glora, glora_ok as ok, path_str as s, stderr, tiny_vit_onnx,
+};
 use serde_json::Value;
 
 const BUDGET: u64 = 5000;
 
-fn ok(args: &[&str]) -> String {
-    let o = glora(args);
-    assert!(
-        o.status.success(),
-        "glora {args:?} failed:\n{}\n{}",
-        stdout(&o),
-        stderr(&o)
-    );
-    stdout(&o)
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("UTF-8 temp path")
-}
-
 /// A tiny ViT supernet; trained for 60 steps (which gives it its head) unless
 /// `train` is false.
 fn supernet(dir: &Path, data: &Path, train: bool) -> PathBuf {
-    let onnx = dir.join("tiny.onnx");
-    ok(&[
-        "model",
-        "vit",
-        "--preset",
-        "tiny-digits",
-        "--dim",
-        "32",
-        "--depth",
-        "2",
-        "--heads",
-        "2",
-        "--mlp",
-        "64",
-        "--classes",
-        "0",
-        "-o",
-        s(&onnx),
-    ]);
+    let onnx = tiny_vit_onnx(dir, "tiny");
     let net = dir.join("tiny.glora");
     ok(&["compile", s(&onnx), "-o", s(&net)]);
     if train {

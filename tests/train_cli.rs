@@ -9,25 +9,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{assert_one_line_error, fixture, glora, stderr, stdout};
+use common::{
+    assert_one_line_error, fixture, glora, glora_ok as ok, path_str as s, stderr, tiny_vit_onnx,
+};
 
 fn digits() -> Option<PathBuf> {
     fixture("data/digits.csv.gz")
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = glora(args);
-    assert!(
-        o.status.success(),
-        "glora {args:?} failed:\n{}\n{}",
-        stdout(&o),
-        stderr(&o)
-    );
-    stdout(&o)
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("UTF-8 temp path")
 }
 
 /// Metrics lines as JSON values.
@@ -41,25 +28,7 @@ fn metrics(path: &Path) -> Vec<serde_json::Value> {
 
 /// A compiled tiny ViT supernet (features only, no head yet).
 fn tiny_supernet(dir: &Path, name: &str) -> PathBuf {
-    let onnx = dir.join(format!("{name}.onnx"));
-    ok(&[
-        "model",
-        "vit",
-        "--preset",
-        "tiny-digits",
-        "--dim",
-        "32",
-        "--depth",
-        "2",
-        "--heads",
-        "2",
-        "--mlp",
-        "64",
-        "--classes",
-        "0",
-        "-o",
-        s(&onnx),
-    ]);
+    let onnx = tiny_vit_onnx(dir, name);
     let net = dir.join(format!("{name}.glora"));
     ok(&["compile", s(&onnx), "-o", s(&net)]);
     net

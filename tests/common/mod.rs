@@ -97,3 +97,45 @@ pub fn onnx_check(py: &str, path: &std::path::Path) -> Result<(), String> {
         Err(String::from_utf8_lossy(&o.stderr).into_owned())
     }
 }
+
+/// Runs the glora binary with `args`, asserting success; returns stdout.
+pub fn glora_ok(args: &[&str]) -> String {
+    let o = glora(args);
+    assert!(
+        o.status.success(),
+        "glora {args:?} failed:\n{}\n{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    stdout(&o)
+}
+
+/// A temporary path as the `&str` a command line takes.
+pub fn path_str(p: &std::path::Path) -> &str {
+    p.to_str().expect("UTF-8 temp path")
+}
+
+/// Writes `DIR/NAME.onnx`: a tiny ViT for 8×8 digits (dim 32, depth 2, 2 heads, MLP
+/// 64), features only, built by `glora model vit`.
+pub fn tiny_vit_onnx(dir: &std::path::Path, name: &str) -> PathBuf {
+    let onnx = dir.join(format!("{name}.onnx"));
+    glora_ok(&[
+        "model",
+        "vit",
+        "--preset",
+        "tiny-digits",
+        "--dim",
+        "32",
+        "--depth",
+        "2",
+        "--heads",
+        "2",
+        "--mlp",
+        "64",
+        "--classes",
+        "0",
+        "-o",
+        path_str(&onnx),
+    ]);
+    onnx
+}

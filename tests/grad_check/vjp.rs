@@ -42,18 +42,10 @@ impl Case {
         Tensor::from_f32(shape.to_vec(), v).expect("shape matches")
     }
 
-    fn weight(&mut self, name: &str, op: Op, t: &Tensor) -> Port {
-        let ty = TensorType::new(t.dtype(), t.ir_shape());
-        let id = self
-            .g
-            .add_node(Node::new(name, op, 0, vec![Value::typed(name, ty)]));
-        Port::new(id, 0)
-    }
-
     /// A trainable input with entries uniform in `[lo, hi)`.
     fn param_in(&mut self, name: &str, shape: &[usize], lo: f32, hi: f32) -> Port {
         let t = self.random(shape, lo, hi);
-        self.weight(name, Op::Param(t.clone()), &t)
+        Port::new(self.g.add_param(name, t), 0)
     }
 
     fn param(&mut self, name: &str, shape: &[usize]) -> Port {
@@ -69,11 +61,11 @@ impl Case {
             .map(|v| if self.rng.random_bool(0.5) { v } else { -v })
             .collect();
         let t = Tensor::from_f32(shape.to_vec(), signs).expect("shape matches");
-        self.weight(name, Op::Param(t.clone()), &t)
+        Port::new(self.g.add_param(name, t), 0)
     }
 
     fn konst(&mut self, name: &str, t: Tensor) -> Port {
-        self.weight(name, Op::Const(t.clone()), &t)
+        Port::new(self.g.add_const(name, t), 0)
     }
 
     fn ints(&mut self, name: &str, v: &[i64]) -> Port {
