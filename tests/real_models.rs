@@ -126,3 +126,64 @@ fn inspect_finds_the_linear_layers() {
         assert_eq!(n, 49);
     }
 }
+
+/// DINOv2 resamples its position embeddings from the input's size: compiled for
+/// 56-px images, its adapted graph and its export (re-loaded from glora.json, which
+/// records the size) agree with tract on 56-px inputs; a model whose position
+/// embedding is a fixed constant (torch-vit-s) is refused with the size named.
+#[test]
+fn dinov2_compiles_exports_and_verifies_at_56_px() {
+    let Some(m) = fixture(DINO) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let net = dir.path().join("d.glora");
+    let model = dir.path().join("d56.onnx");
+    let config = dir.path().join("c.json");
+    glora_ok(&[
+        "compile",
+        m.to_str().unwrap(),
+        "-o",
+        path_str(&net),
+        "--image-size",
+        "56",
+        "--random-adapters",
+        "--targets",
+        "layer\\.(0|11)\\.",
+    ]);
+    let manifest = std::fs::read_to_string(net.join("glora.json")).unwrap();
+    assert!(manifest.contains("\"image_size\""), "{manifest}");
+    glora_ok(&[
+        "export",
+        path_str(&net),
+        "--random-config",
+        "--save-config",
+        path_str(&config),
+        "-o",
+        path_str(&model),
+    ]);
+    let out = glora_ok(&[
+        "verify",
+        path_str(&model),
+        "--against",
+        path_str(&net),
+        "--config",
+        path_str(&config),
+        "--shape",
+        "input_image=2x3x56x56",
+    ]);
+    assert!(max_abs(&out) <= 1e-4, "{out}");
+
+    let Some(vit) = fixture(TORCH_VIT) else {
+        return;
+    };
+    let o = glora(&[
+        "compile",
+        vit.to_str().unwrap(),
+        "-o",
+        path_str(&dir.path().join("v.glora")),
+        "--image-size",
+        "56",
+    ]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains("does not take 56x56 images"), "{err}");
+}

@@ -42,7 +42,8 @@ pub struct TrainArgs {
     /// Classes of the trained head, which reads the model's first output.
     #[arg(long, default_value_t = 100)]
     pub classes: usize,
-    /// Image side when the model's input size is not fixed.
+    /// Image side; a model that declares another size is re-declared to this one
+    /// before simplification (see `glora compile --image-size`).
     #[arg(long)]
     pub image_size: Option<usize>,
     /// Seed of the adapters, the head, the images and the per-step configs.
@@ -343,6 +344,7 @@ fn train(a: TrainArgs) -> anyhow::Result<ExitCode> {
         a.exclude.as_deref(),
         &[a.rank],
         a.seed,
+        a.image_size.map(|s| [s, s]),
     );
     sp.finish_and_clear();
     let mut net = net?;

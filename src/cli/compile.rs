@@ -36,6 +36,12 @@ pub struct Args {
     /// so that export and verification are exercised on adapters that change the model.
     #[arg(long)]
     pub random_adapters: bool,
+    /// Re-declare the image input as N×N pixels before simplifying the model, for
+    /// models that resample their position embeddings to the input's size (DINOv2
+    /// exports, for example); recorded in glora.json so that training, export and
+    /// verification use the same size.
+    #[arg(long, value_name = "N")]
+    pub image_size: Option<usize>,
 }
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
@@ -46,6 +52,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         a.exclude.as_deref(),
         &a.ranks,
         a.seed,
+        a.image_size.map(|s| [s, s]),
     );
     sp.finish_and_clear();
     let mut net = net?;

@@ -58,7 +58,8 @@ pub struct Args {
     pub features: Option<String>,
     #[arg(long)]
     pub pool: Option<Pool>,
-    /// Resize images to SIZE×SIZE (default: the model's input size when fixed).
+    /// Resize images to SIZE×SIZE and declare the model's image input at that size
+    /// before simplifying it (default: the model's input size when fixed).
     #[arg(long)]
     pub image_size: Option<usize>,
     #[arg(long)]

@@ -14,6 +14,7 @@ mod fuse_gelu;
 mod fuse_layer_norm;
 mod head;
 mod identity;
+mod image_size;
 mod insert_glora;
 mod linear;
 mod pattern;
@@ -36,6 +37,7 @@ pub use head::{
     init_head, plan_head, rename_head_for_export,
 };
 pub use identity::eliminate_identity;
+pub use image_size::set_image_size;
 pub use insert_glora::{
     AdaptedLayer, adapter_tensors, glora_layers, insert_glora, select_layers, set_adapter_tensors,
 };

@@ -111,6 +111,8 @@ pub struct RunPaths {
     pub train_summary: PathBuf,
     pub retrain_summary: PathBuf,
     pub search: PathBuf,
+    /// Every score the search computed, appended as it goes.
+    pub search_journal: PathBuf,
     pub model: PathBuf,
     pub report_json: PathBuf,
     pub report_md: PathBuf,
@@ -124,6 +126,7 @@ impl RunPaths {
             train_summary: root.join("train.json"),
             retrain_summary: root.join("retrain.json"),
             search: root.join("search.json"),
+            search_journal: root.join("search_evaluations.jsonl"),
             model: root.join("model.onnx"),
             report_json: root.join("report.json"),
             report_md: root.join("report.md"),
@@ -302,7 +305,20 @@ pub fn run_pipeline(
         .join(crate::supernet::MANIFEST_FILE)
         .is_file()
     {
-        Supernet::load(&paths.supernet)?
+        let net = Supernet::load(&paths.supernet)?;
+        let asked = opts.data.image_size.map(|s| [s, s]);
+        if asked.is_some() && net.image_size != asked {
+            bail!(
+                "{}: this run was compiled for images of {}, not {}; use another output folder",
+                paths.supernet.display(),
+                net.image_size
+                    .map_or("the model's declared size".to_string(), |[h, w]| format!(
+                        "{h}x{w}"
+                    )),
+                asked.map_or(String::new(), |[h, w]| format!("{h}x{w}")),
+            );
+        }
+        net
     } else {
         let net = Supernet::compile(
             model,
@@ -310,6 +326,7 @@ pub fn run_pipeline(
             opts.exclude.as_deref(),
             &opts.ranks,
             opts.train.seed,
+            opts.data.image_size.map(|s| [s, s]),
         )?;
         net.save(&paths.supernet)?;
         net
@@ -485,7 +502,12 @@ fn search_stage(
         return choice_from_record(&record)
             .with_context(|| format!("{}: unreadable search record", paths.search.display()));
     }
-    let mut fitness = crate::search::ValidationFitness::new(net, val, 64)?;
+    // Scores go to a journal as they come, so a search killed part-way and rerun
+    // replays what it had done instead of computing it again.
+    let mut fitness = crate::search::JournaledFitness::open(
+        &paths.search_journal,
+        crate::search::ValidationFitness::new(net, val, 64)?,
+    )?;
     let total = opts.search.max_evaluations() as u64;
     let bar = if opts.progress {
         indicatif::ProgressBar::new(total)

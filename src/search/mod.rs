@@ -11,6 +11,7 @@
 
 pub mod evolution;
 pub mod fitness;
+pub mod journal;
 pub mod record;
 pub mod sampler;
 #[cfg(test)]
@@ -21,6 +22,7 @@ pub use evolution::{
     check_budget, search, uniform_mean_params,
 };
 pub use fitness::ValidationFitness;
+pub use journal::JournaledFitness;
 pub use record::{SEARCH_FILE, search_record, write_search_record};
 pub use sampler::{OptionSampler, Sampling};
 

@@ -25,7 +25,7 @@ fn compile_tiny() -> Supernet {
     let path = dir.path().join("tiny.onnx");
     let g = build_vit(&tiny_vit(), 3).expect("tiny ViT builds");
     crate::onnx::export_file(&g, &path, &Default::default()).expect("tiny ViT exports");
-    Supernet::compile(&path, None, None, &[2], 5).expect("tiny ViT compiles")
+    Supernet::compile(&path, None, None, &[2], 5, None).expect("tiny ViT compiles")
 }
 
 /// The tiny supernet (eight adapted layers, no head).

@@ -48,6 +48,10 @@ pub struct Manifest {
     /// [`HEAD_FILE`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub head: Option<HeadSpec>,
+    /// The `[height, width]` the image input was re-declared to before
+    /// simplification, when it differs from the base model's declaration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_size: Option<[usize; 2]>,
 }
 
 /// The model the adapters were inserted into.
@@ -390,6 +394,7 @@ mod tests {
             search_space: SpaceLists::of(&space),
             config: None,
             head: None,
+            image_size: None,
         }
     }
 

@@ -56,6 +56,8 @@ pub struct Supernet {
     /// Base weights that full fine-tuning changed, by value name; already applied to
     /// `base` and `graph`.
     pub trained_weights: Vec<(String, Tensor)>,
+    /// The `[height, width]` the image input was re-declared to at compile time.
+    pub image_size: Option<[usize; 2]>,
 }
 
 /// A classification head and its weights.
@@ -145,10 +147,27 @@ fn kind_of(kind: LinearKind) -> LayerKind {
     }
 }
 
-/// Imports an ONNX model and runs the standard simplification on it.
-fn import_simplified(model: &Path) -> anyhow::Result<Graph> {
+/// Imports an ONNX model, re-declares its image size when asked, and runs the
+/// standard simplification on it.
+fn import_simplified(model: &Path, image_size: Option<[usize; 2]>) -> anyhow::Result<Graph> {
     let mut g = crate::onnx::import_file(model)?;
-    passes::optimize(&mut g, &CpuBackend).with_context(|| model.display().to_string())?;
+    let Some([h, w]) = image_size else {
+        passes::optimize(&mut g, &CpuBackend).with_context(|| model.display().to_string())?;
+        return Ok(g);
+    };
+    let declared = g
+        .inputs
+        .first()
+        .and_then(|&i| g.value_type(crate::ir::Port::new(i, 0)))
+        .map(|t| t.shape.to_string())
+        .unwrap_or_default();
+    passes::set_image_size(&mut g, [h, w]).with_context(|| model.display().to_string())?;
+    passes::optimize(&mut g, &CpuBackend).with_context(|| {
+        format!(
+            "{}: the model declares its input as {declared} and does not take {h}x{w} images",
+            model.display()
+        )
+    })?;
     Ok(g)
 }
 
@@ -216,16 +235,19 @@ impl Supernet {
         exclude: Option<&str>,
         ranks: &[usize],
         seed: u64,
+        image_size: Option<[usize; 2]>,
     ) -> anyhow::Result<Supernet> {
         let space = SearchSpace::new(ranks.iter().copied()).context("--ranks")?;
         let base_path =
             std::fs::canonicalize(model).with_context(|| model.display().to_string())?;
         let base_sha256 = artifact::sha256_file(&base_path)?;
-        let base = import_simplified(&base_path)?;
+        let base = import_simplified(&base_path, image_size)?;
         let found = passes::find_linear_layers(&base);
         let chosen = passes::select_layers(found, targets, exclude)
             .with_context(|| model.display().to_string())?;
-        Supernet::adapt(base, chosen, space, seed, base_path, base_sha256)
+        let mut net = Supernet::adapt(base, chosen, space, seed, base_path, base_sha256)?;
+        net.image_size = image_size;
+        Ok(net)
     }
 
     fn adapt(
@@ -262,6 +284,7 @@ impl Supernet {
             config: None,
             head: None,
             trained_weights: Vec::new(),
+            image_size: None,
         })
     }
 
@@ -273,7 +296,7 @@ impl Supernet {
         let manifest_file = dir.join(MANIFEST_FILE);
         let space = manifest.search_space(&manifest_file)?;
         let base_path = artifact::check_base(&manifest, dir)?;
-        let mut base = import_simplified(&base_path)?;
+        let mut base = import_simplified(&base_path, manifest.image_size)?;
         let weights_file = dir.join(WEIGHTS_FILE);
         let trained_weights = if weights_file.is_file() {
             let w = crate::io::read_safetensors(&weights_file)?;
@@ -299,6 +322,7 @@ impl Supernet {
         }
         net.config = manifest.config;
         net.trained_weights = trained_weights;
+        net.image_size = manifest.image_size;
         if let Some(spec) = manifest.head {
             let file = dir.join(HEAD_FILE);
             let tensors = crate::io::read_safetensors(&file)?;
@@ -337,6 +361,7 @@ impl Supernet {
             search_space: SpaceLists::of(&self.space),
             config: self.config.clone(),
             head: self.head.as_ref().map(|h| h.spec.clone()),
+            image_size: self.image_size,
         })
     }
 

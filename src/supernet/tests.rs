@@ -53,7 +53,7 @@ fn write_model(dir: &Path) -> PathBuf {
 
 fn compiled(dir: &Path) -> Supernet {
     let model = write_model(dir);
-    Supernet::compile(&model, None, None, &[2], 7).unwrap()
+    Supernet::compile(&model, None, None, &[2], 7, None).unwrap()
 }
 
 /// PyTorch layout `(d_out, d_in)` of a row-major `(d_in, d_out)` MatMul weight.

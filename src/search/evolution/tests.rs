@@ -409,3 +409,59 @@ fn a_failing_fitness_stops_the_search_with_its_error() {
         "{msg}"
     );
 }
+
+/// Fails with an error after `limit` calls, as a search killed part-way stops.
+struct StopsAfter<F> {
+    inner: F,
+    limit: usize,
+    calls: usize,
+}
+
+impl<F: Fitness> Fitness for StopsAfter<F> {
+    fn evaluate(&mut self, config: &ModelConfig) -> anyhow::Result<f64> {
+        if self.calls == self.limit {
+            anyhow::bail!("stopped");
+        }
+        self.calls += 1;
+        self.inner.evaluate(config)
+    }
+}
+
+#[test]
+fn a_search_stopped_part_way_continues_from_its_journal() {
+    use crate::search::journal::JournaledFitness;
+    let net = tiny_supernet();
+    let settings = small_settings(11);
+    let budget = Budget::at_most(usize::MAX);
+    let (straight, straight_seen) = run_search(budget, &settings);
+    assert!(straight_seen.len() > 20);
+
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("evaluations.jsonl");
+    let first = StopsAfter {
+        inner: Recorder::new(|c: &ModelConfig, _| option_score(c)),
+        limit: 17,
+        calls: 0,
+    };
+    let mut fitness = JournaledFitness::open(&journal, first).unwrap();
+    assert!(search(net, budget, &settings, &mut fitness, &mut |_| {}).is_err());
+    // A kill can cut the last line short; the journal drops it on opening.
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&journal)
+        .unwrap();
+    std::io::Write::write_all(&mut f, b"{\"config_sha256\": \"ab").unwrap();
+    drop(f);
+
+    let second = Recorder::new(|c: &ModelConfig, _| option_score(c));
+    let mut fitness = JournaledFitness::open(&journal, second).unwrap();
+    let resumed = search(net, budget, &settings, &mut fitness, &mut |_| {}).unwrap();
+    assert_eq!(fitness.replayed(), 17);
+    let rec = |o: &SearchOutcome| timeless(search_record(o, None));
+    assert_eq!(rec(&resumed), rec(&straight));
+    // Only the genomes the first run had not scored were evaluated again.
+    drop(fitness);
+    let lines = std::fs::read_to_string(&journal).unwrap();
+    assert_eq!(lines.lines().count(), straight_seen.len());
+    assert!(lines.ends_with('\n'));
+}
