@@ -6,6 +6,8 @@
 //! through [`crate::ir::eval::NodeEval`].
 
 mod cpu;
+pub mod cuda;
+pub mod parity;
 mod plan;
 mod session;
 
@@ -13,6 +15,7 @@ mod session;
 mod tests;
 
 pub use cpu::{CpuBackend, CpuValue};
+pub use cuda::{CudaBackend, CudaOptions, CudaValue};
 pub use plan::{Plan, Step};
 pub use session::Session;
 

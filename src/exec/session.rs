@@ -167,6 +167,11 @@ impl<B: Backend> Session<B> {
         Ok(())
     }
 
+    /// Whether the graph holds a GLoRA layer of that name.
+    pub fn adapts(&self, layer: &str) -> bool {
+        self.glora_ranks.contains_key(layer)
+    }
+
     /// Starts (or stops and clears) accumulating the time spent in each op.
     pub fn set_profiling(&mut self, on: bool) {
         self.profile = on.then(|| std::sync::Mutex::new(HashMap::new()));
@@ -208,6 +213,14 @@ impl<B: Backend> Session<B> {
 
     /// Runs the graph on `inputs` (name, tensor); returns the outputs in graph order.
     pub fn run(&self, inputs: &[(String, Tensor)]) -> Result<Vec<Tensor>, ExecError> {
+        self.run_values(inputs)?
+            .iter()
+            .map(|v| self.backend.download(v))
+            .collect()
+    }
+
+    /// Like [`Session::run`], but the outputs stay on the backend, in graph order.
+    pub fn run_values(&self, inputs: &[(String, Tensor)]) -> Result<Vec<B::Value>, ExecError> {
         let fed = self.match_inputs(inputs)?;
         let mut table: Vec<Option<B::Value>> = vec![None; self.plan.num_values()];
         for (spec, t) in self.inputs.iter().zip(fed) {
@@ -265,8 +278,20 @@ impl<B: Backend> Session<B> {
         self.plan
             .outputs()
             .iter()
-            .map(|&v| self.backend.download(self.lookup(&table, v)?))
+            .map(|&v| self.lookup(&table, v).cloned())
             .collect()
+    }
+
+    /// The uploaded value of the `Param` or `Const` node whose output is named
+    /// `value_name`, for updating it in place on the backend (an optimiser step).
+    /// The graph keeps the host tensor it was built with; [`Session::set_param`]
+    /// replaces both.
+    pub fn param_mut(&mut self, value_name: &str) -> Option<&mut B::Value> {
+        let v = self.plan.sources().iter().find_map(|&(v, kind)| {
+            let p = self.plan.port(v);
+            (kind == SourceKind::Weight && self.graph.value(p).name == value_name).then_some(v)
+        })?;
+        self.weights[v].as_mut()
     }
 
     fn glora_config(&self, node: &Node, a: &GloraLinearAttrs) -> Result<&LayerConfig, ExecError> {

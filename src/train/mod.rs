@@ -2,7 +2,8 @@
 //! [`crate::ir::Tensor`] ([`data`]), the loss, the optimiser and the learning-rate
 //! schedule, the training graph ([`graph`]: forward, cross-entropy and the autodiff
 //! pass's gradients), the methods ([`mode`]) and the loop with its checkpoints
-//! ([`trainer`], [`checkpoint`]).
+//! ([`trainer`], [`checkpoint`]), and the parity check of a whole training step on
+//! another backend ([`parity`]).
 
 pub mod checkpoint;
 pub mod data;
@@ -10,6 +11,7 @@ pub mod graph;
 pub mod loss;
 pub mod mode;
 pub mod optim;
+pub mod parity;
 pub mod schedule;
 pub mod source;
 pub mod step;

@@ -360,3 +360,33 @@ fn i32_and_bool_values_round_trip_through_a_session() {
     assert_eq!(out[0].data(), &TensorData::I32(vec![-1, 0, i32::MIN]));
     assert_bool(&out[1], &[3], &[true, false, true]);
 }
+
+#[test]
+fn run_values_keeps_the_outputs_on_the_backend() {
+    let s = Session::new(&mlp(), crate::exec::CpuBackend).unwrap();
+    let x = ("x".to_string(), f32t(&[1, 3], &[1., 2., 3.]));
+    let values = s.run_values(std::slice::from_ref(&x)).unwrap();
+    assert_eq!(values.len(), 1);
+    assert_eq!(values[0].dims(), &[1, 2]);
+    // The same row as in `runs_a_small_network`: relu([5.5, -2]).
+    let y = s.backend().download(&values[0]).unwrap();
+    assert_f32(&y, &[1, 2], &[5.5, 0.], 0.0);
+    assert_eq!(s.run(&[x]).unwrap()[0], y);
+}
+
+#[test]
+fn param_mut_replaces_the_weight_the_next_run_reads() {
+    let mut s = Session::new(&mlp(), crate::exec::CpuBackend).unwrap();
+    assert!(s.param_mut("no such weight").is_none());
+    assert!(s.param_mut("h").is_none(), "an op output is not a weight");
+    let b = s.param_mut("b").expect("the bias is a weight");
+    assert_eq!(b.dims(), &[2]);
+    *b = crate::exec::CpuBackend
+        .upload(&f32t(&[2], &[10., 4.]))
+        .unwrap();
+    // Row [1,2,3]: x·W = [5, 2]; + [10, 4] = [15, 6].
+    let out = s
+        .run(&[("x".into(), f32t(&[1, 3], &[1., 2., 3.]))])
+        .unwrap();
+    assert_f32(&out[0], &[1, 2], &[15., 6.], 0.0);
+}
