@@ -214,3 +214,28 @@ fn verify_exits_1_when_models_differ() {
     assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
     assert!(stdout(&o).contains("FAILED"));
 }
+
+/// Asking for a GPU where no CUDA driver can be loaded is one clear line and a
+/// non-zero exit, from every command that runs a model.
+#[test]
+fn device_cuda_without_a_driver() {
+    if glora::exec::cuda::probe().is_ok() {
+        println!("skipped: this machine has CUDA; the no-driver error cannot happen here");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(dir.path(), "good.onnx", &model("MatMul", &[3, 4], "w"));
+    let p = p.to_str().unwrap();
+    for args in [
+        vec!["run", p, "--random-inputs", "--device", "cuda"],
+        vec!["run", p, "--random-inputs", "--device", "cuda:1"],
+        vec!["verify", p, "--ours", "--device", "cuda"],
+        vec!["bench", "forward", p, "--device", "cuda"],
+    ] {
+        let o = glora(&args);
+        assert_one_line_error(&o, &["--device cuda", "CUDA"]);
+    }
+    let o = glora(&["run", p, "--random-inputs", "--device", "tpu"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("cpu, cuda or cuda:N"), "{}", stderr(&o));
+}

@@ -249,3 +249,48 @@ fn a_huge_learning_rate_stops_at_the_first_non_finite_loss() {
         assert!(!ck.exists(), "no good step, so no checkpoint");
     }
 }
+
+/// A model with its own classifier, compiled with that classifier adapted too, gets
+/// a new head on its features: the old classifier's GLoRA layer is then dead code in
+/// the training and validation graphs, and the configs that name it still apply to
+/// the layers that remain.
+#[test]
+fn a_model_with_its_own_classifier_trains_a_new_head_on_its_features() {
+    let Some(data) = digits() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let onnx = dir.path().join("classifier.onnx");
+    ok(&[
+        "model",
+        "vit",
+        "--dim",
+        "32",
+        "--depth",
+        "1",
+        "--heads",
+        "2",
+        "--mlp",
+        "64",
+        "--classes",
+        "10",
+        "-o",
+        s(&onnx),
+    ]);
+    let net = dir.path().join("c.glora");
+    let out = ok(&["compile", s(&onnx), "-o", s(&net)]);
+    assert!(out.contains("adapted layers: 5"), "{out}");
+    let out = ok(&[
+        "train",
+        s(&net),
+        "--data",
+        s(&data),
+        "--mode",
+        "supernet",
+        "--steps",
+        "3",
+        "--batch",
+        "8",
+        "--limit",
+        "64",
+    ]);
+    assert!(out.contains("validation accuracy"), "{out}");
+}

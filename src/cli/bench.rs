@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use anyhow::Context;
+
 use super::common::{self, InputFlags};
 use crate::ir::Shape;
 use crate::verify::TractModel;
@@ -21,6 +23,32 @@ pub enum Bench {
     /// Supernet training steps (forward, backward, AdamW) on random images with a
     /// random config per layer per step: median step time and samples/s.
     Train(TrainArgs),
+    /// Checks a backend against the CPU backend: every op, every GLoRA option
+    /// forward and backward, and a whole supernet training step, on seeded random
+    /// inputs. Exits 1 when any case is outside the tolerance.
+    Parity(ParityArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ParityArgs {
+    #[command(flatten)]
+    pub device: common::DeviceFlags,
+    /// Largest relative error of an op (default: 1e-5, or 1e-3 with --tf32).
+    #[arg(long)]
+    pub tolerance: Option<f64>,
+    /// Largest relative error of the training step's loss and gradients, which
+    /// pass through dozens of ops (default: 1e-3, or 1e-2 with --tf32).
+    #[arg(long)]
+    pub step_tolerance: Option<f64>,
+    /// Seed of the random inputs.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Print every case, not only the failing ones.
+    #[arg(long)]
+    pub verbose: bool,
+    /// Also write every case as JSON to this file.
+    #[arg(short, long, value_name = "FILE.json")]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -49,9 +77,12 @@ pub struct TrainArgs {
     /// Seed of the adapters, the head, the images and the per-step configs.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Also print the time spent in each op over the timed steps.
+    /// Also print the time spent in each op over the timed steps (on a GPU, set
+    /// GLORA_CUDA_SYNC=1 so that each op's time is its own).
     #[arg(long)]
     pub profile: bool,
+    #[command(flatten)]
+    pub device: common::DeviceFlags,
     #[command(flatten)]
     pub timing: TimingFlags,
 }
@@ -81,6 +112,9 @@ pub struct ForwardArgs {
     pub model: PathBuf,
     #[command(flatten)]
     pub inputs: InputFlags,
+    /// Where glora's executor runs (tract runs on the CPU).
+    #[command(flatten)]
+    pub device: common::DeviceFlags,
     #[command(flatten)]
     pub timing: TimingFlags,
 }
@@ -104,6 +138,7 @@ pub fn run(b: Bench) -> anyhow::Result<ExitCode> {
         Bench::Forward(a) => forward(a),
         Bench::Glora(a) => glora(a),
         Bench::Train(a) => train(a),
+        Bench::Parity(a) => parity(a),
     }
 }
 
@@ -131,7 +166,7 @@ fn forward(a: ForwardArgs) -> anyhow::Result<ExitCode> {
     }
     crate::ir::infer::infer_types(&mut g)?;
     common::optimize(&mut g, &a.model)?;
-    let ours = crate::exec::Session::new(&g, crate::exec::CpuBackend)?;
+    let ours = a.device.open()?.session(&g)?;
     let tract = TractModel::load(&a.model, &inputs)?;
 
     let shapes: Vec<String> = inputs
@@ -368,7 +403,8 @@ fn train(a: TrainArgs) -> anyhow::Result<ExitCode> {
         weight_decay: 1e-4,
         ..AdamWConfig::default()
     });
-    let mut stepper = Stepper::new(tg, optimizer, adapter_index(&net))?;
+    let device = a.device.open()?;
+    let mut stepper = Stepper::new(tg, optimizer, adapter_index(&net), &device)?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(a.seed);
     let n: usize = a.batch * image.iter().product::<usize>();
     let x: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
@@ -380,8 +416,9 @@ fn train(a: TrainArgs) -> anyhow::Result<ExitCode> {
         .collect();
     let y = crate::ir::Tensor::from_i64(vec![a.batch], y)?;
     println!(
-        "model {}  batch {}  image {:?}  threads {threads}  adapted layers {}  trainable {}",
+        "model {}  device {}  batch {}  image {:?}  threads {threads}  adapted layers {}  trainable {}",
         a.model.display(),
+        device.describe(),
         a.batch,
         image,
         net.layers.len(),
@@ -436,10 +473,85 @@ fn train(a: TrainArgs) -> anyhow::Result<ExitCode> {
     println!(
         "{}",
         serde_json::json!({
-            "model": a.model.display().to_string(), "batch": a.batch, "threads": threads,
+            "model": a.model.display().to_string(), "device": device.describe(),
+            "batch": a.batch, "threads": threads,
             "step_s_median": t.median, "step_s_min": t.min, "step_s_max": t.max,
             "samples_per_s": a.batch as f64 / t.median, "trainable_params": trainable,
         })
     );
     Ok(ExitCode::SUCCESS)
+}
+
+fn parity(a: ParityArgs) -> anyhow::Result<ExitCode> {
+    use crate::exec::parity::{ParityCase, run_op_parity};
+    use crate::train::parity::run_step_parity;
+    let device = a.device.open()?;
+    let tolerance = a
+        .tolerance
+        .unwrap_or(if a.device.tf32 { 1e-3 } else { 1e-5 });
+    let step_tolerance = a
+        .step_tolerance
+        .unwrap_or(if a.device.tf32 { 1e-2 } else { 1e-3 });
+    println!(
+        "parity of {} against the CPU backend, tolerance {tolerance:.1e} per op and {step_tolerance:.1e} for the step, seed {}",
+        device.describe(),
+        a.seed
+    );
+    let show = |c: &ParityCase| {
+        if a.verbose || !c.passed {
+            println!("{c}");
+        }
+    };
+    let t0 = Instant::now();
+    let mut cases = match &device {
+        crate::exec::Device::Cpu => {
+            run_op_parity(&crate::exec::CpuBackend, tolerance, a.seed, show)
+        }
+        crate::exec::Device::Cuda(b) => run_op_parity(b, tolerance, a.seed, show),
+    };
+    let step = match &device {
+        crate::exec::Device::Cpu => {
+            run_step_parity(crate::exec::CpuBackend, step_tolerance, a.seed)
+        }
+        crate::exec::Device::Cuda(b) => run_step_parity(b.clone(), step_tolerance, a.seed),
+    }?;
+    show(&step);
+    cases.push(step);
+    let failed = cases.iter().filter(|c| !c.passed).count();
+    let worst = cases
+        .iter()
+        .filter(|c| c.error.is_none())
+        .map(|c| c.max_rel_err)
+        .fold(0.0, f64::max);
+    println!(
+        "{} cases, {} passed, {failed} failed; largest relative error {worst:.2e}; {:.1} s",
+        cases.len(),
+        cases.len() - failed,
+        t0.elapsed().as_secs_f64()
+    );
+    if let Some(path) = &a.output {
+        let rows: Vec<serde_json::Value> = cases
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "name": c.name, "passed": c.passed, "tolerance": c.tolerance,
+                    "max_rel_err": c.max_rel_err.is_finite().then_some(c.max_rel_err),
+                    "error": c.error, "worst": c.worst,
+                })
+            })
+            .collect();
+        let doc = serde_json::json!({
+            "device": device.describe(), "tolerance": tolerance,
+            "step_tolerance": step_tolerance, "seed": a.seed,
+            "cases": rows.len(), "failed": failed, "results": rows,
+        });
+        crate::io::write_atomic(path, serde_json::to_string_pretty(&doc)?.as_bytes())
+            .with_context(|| path.display().to_string())?;
+        println!("wrote {}", path.display());
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -31,6 +31,39 @@ pub struct InputFlags {
     pub seed: u64,
 }
 
+/// Flags that choose where a model runs.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DeviceFlags {
+    /// Where to run: `cpu`, `cuda` (the first GPU) or `cuda:N`.
+    #[arg(long, default_value = "cpu", value_name = "cpu|cuda[:N]")]
+    pub device: crate::exec::DeviceSpec,
+    /// On a GPU, let cuBLAS use TF32 tensor cores for f32 matrix products (faster,
+    /// about 1e-3 relative error).
+    #[arg(long)]
+    pub tf32: bool,
+}
+
+impl DeviceFlags {
+    /// Opens the device; a GPU that cannot be used is a one-line error.
+    pub fn open(&self) -> anyhow::Result<crate::exec::Device> {
+        if self.device == crate::exec::DeviceSpec::Cpu {
+            return Ok(crate::exec::Device::Cpu);
+        }
+        let sp = spinner(format!("opening {}", self.device));
+        let d = crate::exec::Device::open(
+            self.device,
+            crate::exec::CudaOptions {
+                tf32: self.tf32,
+                ..Default::default()
+            },
+        );
+        sp.finish_and_clear();
+        let d = d.map_err(|e| anyhow::anyhow!("--device {}: {e}", self.device))?;
+        eprintln!("device: {}", d.describe());
+        Ok(d)
+    }
+}
+
 fn parse_shape_arg(s: &str) -> Result<(String, Vec<usize>), String> {
     parse_shape(s).map_err(|e| e.to_string())
 }

@@ -9,10 +9,12 @@ pub struct Args {
     /// The output folder (an earlier demo there is continued).
     #[arg(short, long, default_value = "runs/demo")]
     pub output: PathBuf,
+    #[command(flatten)]
+    pub device: super::common::DeviceFlags,
 }
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
-    let r = crate::pipeline::demo::run_demo(&a.output)?;
+    let r = crate::pipeline::demo::run_demo(&a.output, &a.device.open()?)?;
     println!();
     print!("{}", crate::pipeline::demo::table(&r));
     println!(

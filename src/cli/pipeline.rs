@@ -62,6 +62,8 @@ pub struct Args {
     /// before simplifying it (default: the model's input size when fixed).
     #[arg(long)]
     pub image_size: Option<usize>,
+    #[command(flatten)]
+    pub device: super::common::DeviceFlags,
     #[arg(long)]
     pub imagenet_norm: bool,
     /// Use at most this many training images.
@@ -113,6 +115,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         ranks: a.ranks.clone(),
         features: a.features.clone(),
         pool: a.pool,
+        device: a.device.open()?,
         ..PipelineOptions::default()
     };
     let r = run_pipeline(&a.model, &a.data, &a.output, &opts)?;

@@ -13,6 +13,8 @@ pub struct Args {
     pub model: PathBuf,
     #[command(flatten)]
     pub inputs: InputFlags,
+    #[command(flatten)]
+    pub device: super::common::DeviceFlags,
     /// Fill every input not given with --input with seeded random data (see --seed).
     #[arg(long)]
     pub random_inputs: bool,
@@ -22,6 +24,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
+    let device = a.device.open()?;
     let mut g = common::import(&a.model, &a.inputs.shapes)?;
     common::optimize(&mut g, &a.model)?;
     if !a.random_inputs {
@@ -45,7 +48,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     for (n, t) in &inputs {
         println!("input  {n:<24} {}", common::summary(t));
     }
-    let session = crate::exec::Session::new(&g, crate::exec::CpuBackend)?;
+    let session = device.session(&g)?;
     let t0 = Instant::now();
     let outputs = session.run(&inputs)?;
     let dt = t0.elapsed();

@@ -62,6 +62,8 @@ pub struct Args {
     /// Seed of every random choice of the search.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    #[command(flatten)]
+    pub device: super::common::DeviceFlags,
     /// Fraction of the training data held out for validation (as in training).
     #[arg(long, default_value_t = 0.1)]
     pub val_fraction: f64,
@@ -154,7 +156,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             a.data.display()
         )
     })?;
-    let mut fitness = ValidationFitness::new(&net, &val, a.eval_batch)?;
+    let mut fitness = ValidationFitness::new(&net, &val, a.eval_batch, &a.device.open()?)?;
     println!(
         "searching {} ({} layers) within {}..={} adapter parameters; validating on {} samples ({} classes)",
         a.supernet.display(),

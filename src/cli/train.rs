@@ -121,6 +121,8 @@ pub struct Args {
     /// Sleep this long after every step (to watch or interrupt short runs).
     #[arg(long, hide = true, default_value_t = 0)]
     pub throttle_ms: u64,
+    #[command(flatten)]
+    pub device: super::common::DeviceFlags,
 }
 
 impl Args {
@@ -250,6 +252,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         eval_batch: a.eval_batch,
         progress: true,
         throttle: std::time::Duration::from_millis(a.throttle_ms),
+        device: a.device.open()?,
     };
     let files = RunFiles::in_artifact(&a.supernet, a.metrics.as_deref());
     println!(

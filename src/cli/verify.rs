@@ -40,6 +40,9 @@ pub struct Args {
     pub tolerance: f64,
     #[command(flatten)]
     pub inputs: InputFlags,
+    /// Where `--ours` runs glora's executor.
+    #[command(flatten)]
+    pub device: super::common::DeviceFlags,
 }
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
@@ -165,7 +168,7 @@ fn run_ours(
     crate::ir::infer::infer_types(&mut g)?;
     common::optimize(&mut g, &a.model)?;
     let sp = common::spinner("running glora's executor".into());
-    let s = crate::exec::Session::new(&g, crate::exec::CpuBackend)?;
+    let s = a.device.open()?.session(&g)?;
     let y = s.run(inputs)?;
     sp.finish_and_clear();
     Ok((y, s.output_names()))

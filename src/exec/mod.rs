@@ -7,6 +7,7 @@
 
 mod cpu;
 pub mod cuda;
+mod device;
 pub mod parity;
 mod plan;
 mod session;
@@ -16,6 +17,7 @@ mod tests;
 
 pub use cpu::{CpuBackend, CpuValue};
 pub use cuda::{CudaBackend, CudaOptions, CudaValue};
+pub use device::{Device, DeviceSession, DeviceSpec};
 pub use plan::{Plan, Step};
 pub use session::Session;
 

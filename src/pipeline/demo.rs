@@ -13,6 +13,8 @@ use std::time::Instant;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+use crate::exec::Device;
+
 use super::{PipelineOptions, PipelineReport, TrainSettings, run_pipeline, write_json};
 use crate::train::source::DataPlan;
 use crate::train::{Dataset, Method};
@@ -92,11 +94,17 @@ fn complement(all: &Dataset, part: &Dataset) -> anyhow::Result<Dataset> {
     Ok(all.subset(&rest)?)
 }
 
-fn options(method: Method, train: TrainSettings, budget: Option<usize>) -> PipelineOptions {
+fn options(
+    method: Method,
+    train: TrainSettings,
+    budget: Option<usize>,
+    device: &Device,
+) -> PipelineOptions {
     PipelineOptions {
         method,
         budget,
         train,
+        device: device.clone(),
         data: DataPlan {
             val_fraction: 0.25,
             test_fraction: 0.0,
@@ -107,8 +115,9 @@ fn options(method: Method, train: TrainSettings, budget: Option<usize>) -> Pipel
     }
 }
 
-/// Runs the demo into `out` (created; an earlier demo there is continued).
-pub fn run_demo(out: &Path) -> anyhow::Result<DemoReport> {
+/// Runs the demo into `out` (created; an earlier demo there is continued), training
+/// and evaluating on `device`.
+pub fn run_demo(out: &Path, device: &Device) -> anyhow::Result<DemoReport> {
     let t0 = Instant::now();
     std::fs::create_dir_all(out).with_context(|| out.display().to_string())?;
     let (source, target) = write_tasks(&out.join("data"))?;
@@ -136,6 +145,7 @@ pub fn run_demo(out: &Path) -> anyhow::Result<DemoReport> {
                 ..TrainSettings::default()
             },
             None,
+            device,
         ),
     )?;
     println!(
@@ -152,7 +162,7 @@ pub fn run_demo(out: &Path) -> anyhow::Result<DemoReport> {
         ..TrainSettings::default()
     };
     let adapt = |method: Method, budget: Option<usize>| -> anyhow::Result<PipelineOptions> {
-        let mut o = options(method, few_shot.clone(), budget);
+        let mut o = options(method, few_shot.clone(), budget, device);
         if method == Method::Supernet {
             o.train.epochs = SUPERNET_EPOCHS;
             o.retrain_epochs = RETRAIN_EPOCHS;

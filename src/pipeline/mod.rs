@@ -17,7 +17,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::exec::{CpuBackend, Session};
+use crate::exec::Device;
 use crate::glora::{LayerConfig, ModelConfig};
 use crate::supernet::Supernet;
 use crate::train::mode::{preset_config, uniform_config};
@@ -78,6 +78,8 @@ pub struct PipelineOptions {
     /// Largest tract-vs-glora difference the export may show.
     pub tolerance: f64,
     pub progress: bool,
+    /// Where training, the search and the test evaluation run.
+    pub device: crate::exec::Device,
 }
 
 impl Default for PipelineOptions {
@@ -100,6 +102,7 @@ impl Default for PipelineOptions {
             pool: None,
             tolerance: 1e-4,
             progress: true,
+            device: crate::exec::Device::Cpu,
         }
     }
 }
@@ -164,6 +167,7 @@ fn train_options(
     train: &Dataset,
     eval_config: Option<ModelConfig>,
     progress: bool,
+    device: &Device,
 ) -> TrainOptions {
     let batch = t.batch.min(train.n).max(1);
     let steps_per_epoch = (train.n / batch) as u64;
@@ -185,6 +189,7 @@ fn train_options(
         eval_batch: 64,
         progress,
         throttle: std::time::Duration::ZERO,
+        device: device.clone(),
     }
 }
 
@@ -236,11 +241,16 @@ fn method_config(net: &Supernet, method: Method, rank: usize) -> ModelConfig {
 }
 
 /// Accuracy of the exported model on `data`, run by glora's executor from the file.
-fn test_accuracy(model: &Path, data: &Dataset, batch: usize) -> anyhow::Result<f32> {
+fn test_accuracy(
+    model: &Path,
+    data: &Dataset,
+    batch: usize,
+    device: &Device,
+) -> anyhow::Result<f32> {
     let g = crate::onnx::import_file(model)?;
     let image = [data.channels, data.height, data.width];
     let eval = crate::train::graph::build_eval_graph(&g, batch, &image)?;
-    let session = Session::new(&eval, CpuBackend)?;
+    let session = device.session(&eval)?;
     let input = g
         .inputs
         .first()
@@ -375,6 +385,7 @@ pub fn run_pipeline(
         &data.train,
         eval_config,
         opts.progress,
+        &opts.device,
     );
     let files = RunFiles::in_artifact(&paths.supernet, None);
     let trained = training_stage(&mut net, &data, &train_opts, &files, &paths.train_summary)?;
@@ -406,6 +417,7 @@ pub fn run_pipeline(
                 &data.train,
                 None,
                 opts.progress,
+                &opts.device,
             );
             let files = RunFiles {
                 dir: paths.supernet.clone(),
@@ -436,7 +448,7 @@ pub fn run_pipeline(
         );
     }
     lap("verify", &mut clock);
-    let test_acc = test_accuracy(&paths.model, &test, 64)?;
+    let test_acc = test_accuracy(&paths.model, &test, 64, &opts.device)?;
     lap("test", &mut clock);
 
     let merged = crate::onnx::import_file(&paths.model)?;
@@ -506,7 +518,7 @@ fn search_stage(
     // replays what it had done instead of computing it again.
     let mut fitness = crate::search::JournaledFitness::open(
         &paths.search_journal,
-        crate::search::ValidationFitness::new(net, val, 64)?,
+        crate::search::ValidationFitness::new(net, val, 64, &opts.device)?,
     )?;
     let total = opts.search.max_evaluations() as u64;
     let bar = if opts.progress {

@@ -9,7 +9,7 @@
 use anyhow::{Context, bail};
 
 use super::Fitness;
-use crate::exec::{CpuBackend, Session};
+use crate::exec::{Device, DeviceSession};
 use crate::glora::ModelConfig;
 use crate::supernet::Supernet;
 use crate::train::Dataset;
@@ -22,7 +22,7 @@ pub const DEFAULT_EVAL_BATCH: usize = 64;
 
 /// Top-1 accuracy (a fraction) of the supernet under a config on a validation split.
 pub struct ValidationFitness<'d> {
-    session: Session<CpuBackend>,
+    session: DeviceSession,
     input: String,
     data: &'d Dataset,
     batch: usize,
@@ -30,8 +30,13 @@ pub struct ValidationFitness<'d> {
 
 impl<'d> ValidationFitness<'d> {
     /// Builds the evaluation graph of `net` (which must have a head) for batches of
-    /// `batch` images (at most the split's size).
-    pub fn new(net: &Supernet, data: &'d Dataset, batch: usize) -> anyhow::Result<Self> {
+    /// `batch` images (at most the split's size), run on `device`.
+    pub fn new(
+        net: &Supernet,
+        data: &'d Dataset,
+        batch: usize,
+        device: &Device,
+    ) -> anyhow::Result<Self> {
         if data.n == 0 {
             bail!("the validation split is empty");
         }
@@ -40,7 +45,7 @@ impl<'d> ValidationFitness<'d> {
         let image = [data.channels, data.height, data.width];
         let graph =
             build_eval_graph(&forward, batch, &image).context("building the validation graph")?;
-        let session = Session::new(&graph, CpuBackend)?;
+        let session = device.session(&graph)?;
         let input = session
             .input_names()
             .into_iter()
@@ -140,7 +145,7 @@ mod tests {
         let labels = predictions(&net, &first);
         let data = dataset(labels.clone());
         // A batch of 4 leaves a padded last batch of 2.
-        let mut fitness = ValidationFitness::new(&net, &data, 4).unwrap();
+        let mut fitness = ValidationFitness::new(&net, &data, 4, &Device::Cpu).unwrap();
         assert_eq!(fitness.batch(), 4);
         assert_eq!(fitness.evaluate(&first).unwrap(), 1.0);
         let mut scores = Vec::new();
@@ -167,7 +172,7 @@ mod tests {
     #[test]
     fn a_supernet_without_a_head_or_data_is_refused() {
         let data = dataset(vec![0; SAMPLES]);
-        let err = ValidationFitness::new(tiny_supernet(), &data, 4)
+        let err = ValidationFitness::new(tiny_supernet(), &data, 4, &Device::Cpu)
             .err()
             .unwrap()
             .to_string();
@@ -179,6 +184,6 @@ mod tests {
             ..dataset(vec![0; SAMPLES])
         };
         let net = net_with_head();
-        assert!(ValidationFitness::new(&net, &empty, 4).is_err());
+        assert!(ValidationFitness::new(&net, &empty, 4, &Device::Cpu).is_err());
     }
 }

@@ -29,7 +29,7 @@ use super::mode::Mode;
 use super::optim::{AdamW, AdamWConfig};
 use super::schedule::LrSchedule;
 use super::step::{Stepper, adapter_index};
-use crate::exec::{CpuBackend, Session};
+use crate::exec::{Device, DeviceSession};
 use crate::glora::ModelConfig;
 use crate::ir::{Graph, Tensor};
 use crate::supernet::{Supernet, apply_weights};
@@ -54,6 +54,8 @@ pub struct TrainOptions {
     pub progress: bool,
     /// A pause after every step.
     pub throttle: std::time::Duration,
+    /// Where training and validation run.
+    pub device: Device,
 }
 
 /// What a finished run reports.
@@ -140,7 +142,7 @@ pub fn forward_graph(net: &Supernet, mode: &Mode) -> anyhow::Result<Graph> {
 /// Accuracy and mean loss of the forward graph on `data`, in batches of `batch` (the
 /// last one padded with copies of its first sample, which are not counted).
 pub fn evaluate(
-    session: &Session<CpuBackend>,
+    session: &DeviceSession,
     input: &str,
     data: &Dataset,
     batch: usize,
@@ -242,7 +244,7 @@ pub fn train(
         tg.params.retain(|(n, _)| n.starts_with("glora_head."));
     }
     let eval_forward = build_eval_graph(&forward, opts.eval_batch.max(1), &image)?;
-    let mut eval_session = Session::new(&eval_forward, CpuBackend)?;
+    let mut eval_session = opts.device.session(&eval_forward)?;
     let fixed = match &opts.mode {
         Mode::Fixed(c) => Some(c.clone()),
         _ => None,
@@ -258,7 +260,12 @@ pub fn train(
             net.check_config(f).context("--config")?;
         }
     }
-    let mut stepper = Stepper::new(tg, AdamW::new(opts.optimizer), adapter_index(net))?;
+    let mut stepper = Stepper::new(
+        tg,
+        AdamW::new(opts.optimizer),
+        adapter_index(net),
+        &opts.device,
+    )?;
     let mut start = 0u64;
     if resume {
         let ck = Checkpoint::read(&files.checkpoint)?;
@@ -281,8 +288,10 @@ pub fn train(
             }
             stepper.set_value(i, t.clone())?;
         }
-        stepper.optimizer = AdamW::import_state(opts.optimizer, &ck.optimizer)
-            .map_err(|e| anyhow!("{}: {e}", files.checkpoint.display()))?;
+        stepper.set_optimizer(
+            AdamW::import_state(opts.optimizer, &ck.optimizer)
+                .map_err(|e| anyhow!("{}: {e}", files.checkpoint.display()))?,
+        )?;
         start = ck.step;
     }
     let mut metrics = Metrics::open(&files.metrics, resume.then_some(start))?;
@@ -330,7 +339,7 @@ pub fn train(
         bar.set_message(format!("loss {loss:.4} acc {acc:.3} {rate:.1} samples/s"));
         let epoch_done = in_epoch + 1 == steps_per_epoch || step + 1 == total;
         if epoch_done && let Some(val) = val {
-            for (name, t) in stepper.named() {
+            for (name, t) in stepper.named()? {
                 eval_session.set_param(&name, &t)?;
             }
             let (va, vl) = evaluate(&eval_session, &stepper.input, val, opts.eval_batch.max(1))?;
@@ -348,12 +357,12 @@ pub fn train(
         }
         let due = opts.checkpoint_every > 0 && (step + 1) % opts.checkpoint_every == 0;
         if due && step + 1 < total {
-            save(net, &stepper, opts.seed, step + 1, &order, files)?;
+            save(net, &mut stepper, opts.seed, step + 1, &order, files)?;
         }
     }
     bar.finish_and_clear();
     let steps_done = total.max(start);
-    save(net, &stepper, opts.seed, steps_done, &order, files)?;
+    save(net, &mut stepper, opts.seed, steps_done, &order, files)?;
     Ok(TrainSummary {
         steps: steps_done,
         last_loss,
@@ -379,19 +388,19 @@ fn progress_bar(show: bool, total: u64, start: u64) -> ProgressBar {
 /// Writes the checkpoint, then the trained tensors into the supernet and its artifact.
 fn save(
     net: &mut Supernet,
-    stepper: &Stepper,
+    stepper: &mut Stepper,
     seed: u64,
     step: u64,
     order: &[usize],
     files: &RunFiles,
 ) -> anyhow::Result<()> {
-    let named = stepper.named();
+    let named = stepper.named()?;
     Checkpoint {
         step,
         seed,
         data_order: order.iter().map(|&i| i as i64).collect(),
         params: named.clone(),
-        optimizer: stepper.optimizer.export_state(),
+        optimizer: stepper.optimizer_state()?,
     }
     .write(&files.checkpoint)?;
     store_trained(net, &named)?;
