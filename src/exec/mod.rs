@@ -11,6 +11,7 @@ mod device;
 pub mod parity;
 mod plan;
 mod session;
+pub(crate) mod shapes;
 
 #[cfg(test)]
 mod tests;

@@ -7,11 +7,12 @@
 
 use rayon::prelude::*;
 
+use crate::exec::shapes;
 use crate::ir::{AutoPad, ConvAttrs};
 
 use super::matmul::{MatRef, gemm_into};
 use super::strided::PAR_MIN_ELEMS;
-use super::value::{CpuValue, OpResult, bail, sh};
+use super::value::{CpuValue, OpError, OpResult, bail, sh};
 
 /// The resolved geometry of one convolution.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,83 +27,25 @@ struct Geometry {
 }
 
 fn per_axis(v: &[usize], n: usize, default: usize, what: &str) -> OpResult<Vec<usize>> {
-    if v.is_empty() {
-        return Ok(vec![default; n]);
-    }
-    if v.len() != n {
-        bail!("{what} {v:?} has {} entries for {n} spatial axes", v.len());
-    }
-    if what != "output_padding" && v.contains(&0) {
-        bail!("{what} {v:?} must be positive");
-    }
-    Ok(v.to_vec())
+    shapes::conv_axis_values(v, n, default, what).map_err(OpError)
 }
 
+/// The spatial taps of the weight `w` (`[M, C/group, k...]`), checked against the
+/// attributes.
 fn kernel_of(attrs: &ConvAttrs, w: &[usize]) -> OpResult<Vec<usize>> {
-    let k = w[2..].to_vec();
-    if k.contains(&0) {
-        bail!("weight has an empty kernel {}", sh(&k));
-    }
-    if !attrs.kernel_shape.is_empty() && attrs.kernel_shape != k {
-        bail!(
-            "kernel_shape {} differs from the weight's {}",
-            sh(&attrs.kernel_shape),
-            sh(&k)
-        );
-    }
-    Ok(k)
+    let k = &w[2..];
+    shapes::check_conv_kernel(attrs, k).map_err(OpError)?;
+    Ok(k.to_vec())
 }
 
 fn conv_geometry(attrs: &ConvAttrs, input: &[usize], w: &[usize]) -> OpResult<Geometry> {
-    let n = input.len();
-    let kernel = kernel_of(attrs, w)?;
-    let strides = per_axis(&attrs.strides, n, 1, "strides")?;
-    let dilations = per_axis(&attrs.dilations, n, 1, "dilations")?;
-    let mut pad_begin = vec![0i64; n];
-    let mut out = vec![0usize; n];
-    for i in 0..n {
-        let span = (kernel[i] - 1) * dilations[i] + 1;
-        let (pb, pe) = match attrs.auto_pad {
-            AutoPad::NotSet => {
-                if attrs.pads.is_empty() {
-                    (0, 0)
-                } else if attrs.pads.len() == 2 * n {
-                    (attrs.pads[i], attrs.pads[i + n])
-                } else {
-                    bail!(
-                        "pads {:?} has {} entries for {n} spatial axes",
-                        attrs.pads,
-                        attrs.pads.len()
-                    );
-                }
-            }
-            AutoPad::Valid => (0, 0),
-            AutoPad::SameUpper | AutoPad::SameLower => {
-                let o = input[i].div_ceil(strides[i]);
-                let total = ((o.max(1) - 1) * strides[i] + span).saturating_sub(input[i]);
-                let small = total / 2;
-                if attrs.auto_pad == AutoPad::SameUpper {
-                    (small, total - small)
-                } else {
-                    (total - small, small)
-                }
-            }
-        };
-        let padded = input[i] + pb + pe;
-        if padded < span {
-            bail!(
-                "kernel extent {span} on spatial axis {i} exceeds the padded input size {padded}"
-            );
-        }
-        pad_begin[i] = pb as i64;
-        out[i] = (padded - span) / strides[i] + 1;
-    }
+    let g = shapes::conv_geometry(attrs, input, &w[2..]).map_err(OpError)?;
     Ok(Geometry {
-        kernel,
-        strides,
-        dilations,
-        pad_begin,
-        out,
+        kernel: g.kernel,
+        strides: g.strides,
+        dilations: g.dilations,
+        pad_begin: g.pads.iter().map(|&p| p as i64).collect(),
+        out: g.out,
     })
 }
 

@@ -6,11 +6,11 @@
 use crate::ir::{BinaryOp, DType, UnaryOp};
 
 use super::math;
-use super::strided::{broadcast_shapes, map1, map2, map3};
+use super::strided::{broadcast_shape, map1, map2, map3};
 use super::value::{CpuValue, OpResult, bail, sh, with_storage_type};
 
 fn broadcast_dims(a: &[usize], b: &[usize]) -> OpResult<Vec<usize>> {
-    match broadcast_shapes(a, b) {
+    match broadcast_shape(a, b) {
         Some(d) => Ok(d),
         None => bail!("cannot broadcast {} with {}", sh(a), sh(b)),
     }

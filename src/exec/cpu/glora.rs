@@ -10,11 +10,12 @@
 //! computed for a `none` term. Inputs are the node's eleven slots (x, W0, b0?, Ad,
 //! Au, Bd, Bu, Cd, Cu, D, E); the output is `[..., d_out]`.
 
+use crate::exec::shapes::{GloraOperands, check_glora_operands};
 use crate::glora::{AbOption, COption, DeOption, LayerConfig};
 use crate::ir::{DType, GemmAttrs, GloraLinearAttrs, WeightLayout};
 
 use super::matmul::{self, MatRef, gemm_into};
-use super::value::{CpuValue, OpResult, bail, sh};
+use super::value::{CpuValue, OpError, OpResult, bail};
 
 /// The eleven input values of a GLoRA layer, by role.
 pub(crate) struct GloraInputs<'a> {
@@ -24,8 +25,6 @@ pub(crate) struct GloraInputs<'a> {
     /// Ad, Au, Bd, Bu, Cd, Cu, D, E.
     pub adapters: [&'a CpuValue; 8],
 }
-
-const ADAPTER_NAMES: [&str; 8] = ["Ad", "Au", "Bd", "Bu", "Cd", "Cu", "D", "E"];
 
 /// The adapter tensors as contiguous f32 rows, read once per call.
 pub(crate) struct Adapters {
@@ -49,20 +48,6 @@ pub(crate) struct Dims {
     pub layout: WeightLayout,
 }
 
-pub(crate) fn expected_shapes(a: &GloraLinearAttrs) -> [Vec<usize>; 8] {
-    let (d_in, d_out, r) = (a.d_in, a.d_out, a.rank);
-    [
-        vec![d_out, r],
-        vec![r, d_in],
-        vec![d_out, r],
-        vec![r, d_in],
-        vec![d_in, r],
-        vec![r, 1],
-        vec![d_out],
-        vec![d_out],
-    ]
-}
-
 pub(crate) fn check_f32(what: &str, v: &CpuValue) -> OpResult<()> {
     if v.dtype() != DType::F32 {
         bail!("{what} is {}; GLoRA layers run in f32 only", v.dtype());
@@ -70,78 +55,14 @@ pub(crate) fn check_f32(what: &str, v: &CpuValue) -> OpResult<()> {
     Ok(())
 }
 
+/// Checks types, shapes, bias presence and the ranks the config reads.
 pub(crate) fn check_inputs(
     a: &GloraLinearAttrs,
     config: &LayerConfig,
     ins: &GloraInputs,
 ) -> OpResult<()> {
-    if a.d_in == 0 || a.d_out == 0 || a.rank == 0 {
-        bail!(
-            "layer '{}' has d_in = {}, d_out = {}, rank = {}; all must be at least 1",
-            a.layer,
-            a.d_in,
-            a.d_out,
-            a.rank
-        );
-    }
-    check_f32("x", ins.x)?;
-    check_f32("W0", ins.w0)?;
-    if ins.x.dims().last() != Some(&a.d_in) {
-        bail!(
-            "layer '{}': x {} does not end in d_in = {}",
-            a.layer,
-            sh(ins.x.dims()),
-            a.d_in
-        );
-    }
-    let w0_shape = match a.layout {
-        WeightLayout::InOut => [a.d_in, a.d_out],
-        WeightLayout::OutIn => [a.d_out, a.d_in],
-    };
-    if ins.w0.dims() != w0_shape {
-        bail!(
-            "layer '{}': W0 is {}, expected {}",
-            a.layer,
-            sh(ins.w0.dims()),
-            sh(&w0_shape)
-        );
-    }
-    match ins.b0 {
-        Some(_) if !a.has_bias => bail!("layer '{}' has no bias but b0 is given", a.layer),
-        None if a.has_bias => bail!("layer '{}' has a bias but b0 is missing", a.layer),
-        Some(b) if b.dims() != [a.d_out] => bail!(
-            "layer '{}': b0 is {}, expected [{}]",
-            a.layer,
-            sh(b.dims()),
-            a.d_out
-        ),
-        Some(b) => check_f32("b0", b)?,
-        None => {}
-    }
-    for ((v, expected), name) in ins
-        .adapters
-        .iter()
-        .zip(expected_shapes(a))
-        .zip(ADAPTER_NAMES)
-    {
-        check_f32(name, v)?;
-        if v.dims() != expected.as_slice() {
-            bail!(
-                "layer '{}': {name} is {}, expected {}",
-                a.layer,
-                sh(v.dims()),
-                sh(&expected)
-            );
-        }
-    }
-    if let Some((slot, r)) = config.lora_ranks().find(|&(_, r)| r > a.rank) {
-        bail!(
-            "layer '{}': option {slot} reads rank {r}, but the adapter is stored at rank {}",
-            a.layer,
-            a.rank
-        );
-    }
-    Ok(())
+    let operands = GloraOperands::of_values(ins.x, ins.w0, ins.b0, ins.adapters, |v| v.operand());
+    check_glora_operands(a, config, &operands).map_err(OpError)
 }
 
 pub(crate) fn adapters(ins: &GloraInputs, rank: usize) -> OpResult<Adapters> {

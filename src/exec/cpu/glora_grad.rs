@@ -15,12 +15,11 @@
 //! (weight sharing), is zero. Small sums run in f64 in a fixed order, so results do
 //! not depend on thread timing.
 
+use crate::exec::shapes::glora_adapter_shapes;
 use crate::glora::{AbOption, COption, DeOption, LayerConfig};
 use crate::ir::{DType, GloraLinearAttrs, WeightLayout};
 
-use super::glora::{
-    Adapters, Dims, GloraInputs, a_lora_weight, adapters, check_f32, check_inputs, expected_shapes,
-};
+use super::glora::{Adapters, Dims, GloraInputs, a_lora_weight, adapters, check_f32, check_inputs};
 use super::matmul::{MatRef, gemm_into};
 use super::value::{CpuValue, OpResult, bail, sh};
 
@@ -76,7 +75,11 @@ pub(crate) fn glora_linear_grad(
         None => run(None)?,
     };
     let mut outs = Vec::with_capacity(9);
-    for (values, shape) in grads.into_array().into_iter().zip(expected_shapes(attrs)) {
+    for (values, shape) in grads
+        .into_array()
+        .into_iter()
+        .zip(glora_adapter_shapes(attrs))
+    {
         outs.push(CpuValue::from_f32(values, &shape, DType::F32)?);
     }
     if let Some(dx) = dx {

@@ -9,10 +9,11 @@
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+use crate::exec::shapes::{self, MatMulShape};
 use crate::ir::GemmAttrs;
 
-use super::strided::{Strided, broadcast_shapes, map1};
-use super::value::{CpuValue, OpResult, bail, sh};
+use super::strided::{Strided, map1};
+use super::value::{CpuValue, OpError, OpResult, bail};
 
 /// Products with at least this many multiply-adds let gemm use several threads.
 const PAR_MIN_FLOPS: usize = 1 << 18;
@@ -115,48 +116,8 @@ pub(crate) fn gemm_into(
     Ok(())
 }
 
-/// Shapes of a MatMul after 1-D promotion: batch dims, m, k, n and the output dims.
-struct MatMulShape {
-    batch: Vec<usize>,
-    m: usize,
-    k: usize,
-    n: usize,
-    out: Vec<usize>,
-}
-
 fn matmul_shape(a: &[usize], b: &[usize]) -> OpResult<MatMulShape> {
-    let fail = || -> OpResult<MatMulShape> { bail!("cannot multiply {} by {}", sh(a), sh(b)) };
-    if a.is_empty() || b.is_empty() {
-        return fail();
-    }
-    let (ab, m, k) = match a.len() {
-        1 => (&a[..0], 1, a[0]),
-        r => (&a[..r - 2], a[r - 2], a[r - 1]),
-    };
-    let (bb, kb, n) = match b.len() {
-        1 => (&b[..0], b[0], 1),
-        r => (&b[..r - 2], b[r - 2], b[r - 1]),
-    };
-    if k != kb {
-        return fail();
-    }
-    let Some(batch) = broadcast_shapes(ab, bb) else {
-        return fail();
-    };
-    let mut out = batch.clone();
-    if a.len() > 1 {
-        out.push(m);
-    }
-    if b.len() > 1 {
-        out.push(n);
-    }
-    Ok(MatMulShape {
-        batch,
-        m,
-        k,
-        n,
-        out,
-    })
+    shapes::matmul_shape(a, b).map_err(OpError)
 }
 
 /// A view of `v` as a batch of matrices `batch + [rows, cols]`, 1-D operands promoted.
@@ -349,44 +310,12 @@ pub(crate) fn gemm_op(
     b: &CpuValue,
     c: Option<&CpuValue>,
 ) -> OpResult<CpuValue> {
-    if a.rank() != 2 || b.rank() != 2 {
-        bail!(
-            "A and B must be 2-D, got {} and {}",
-            sh(a.dims()),
-            sh(b.dims())
-        );
-    }
+    let (m, k, n) =
+        shapes::gemm_shape(attrs, a.dims(), b.dims(), c.map(CpuValue::dims)).map_err(OpError)?;
     if a.dtype() != b.dtype() || c.is_some_and(|c| c.dtype() != a.dtype()) {
         bail!("operand types differ");
     }
-    let (m, k) = if attrs.trans_a {
-        (a.dims()[1], a.dims()[0])
-    } else {
-        (a.dims()[0], a.dims()[1])
-    };
-    let (kb, n) = if attrs.trans_b {
-        (b.dims()[1], b.dims()[0])
-    } else {
-        (b.dims()[0], b.dims()[1])
-    };
-    if k != kb {
-        bail!(
-            "cannot multiply {}{} by {}{}",
-            sh(a.dims()),
-            if attrs.trans_a { "ᵀ" } else { "" },
-            sh(b.dims()),
-            if attrs.trans_b { "ᵀ" } else { "" }
-        );
-    }
     let dims = [m, n];
-    if let Some(c) = c
-        && broadcast_shapes(c.dims(), &dims).as_deref() != Some(&dims[..])
-    {
-        bail!(
-            "C of shape {} does not broadcast to [{m},{n}]",
-            sh(c.dims())
-        );
-    }
     let dtype = a.dtype();
     if dtype.is_float() {
         let dst = gemm_f32(attrs, a, b, c, (m, n, k))?;
@@ -409,6 +338,8 @@ pub(crate) fn gemm_op(
             };
             let s = MatMulShape {
                 batch: vec![],
+                a_batch: vec![],
+                b_batch: vec![],
                 m,
                 k,
                 n,

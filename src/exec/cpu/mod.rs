@@ -270,11 +270,7 @@ fn run(node: &Node, inputs: &[Option<&CpuValue>]) -> OpResult<Vec<CpuValue>> {
 
 /// A possibly negative axis of a rank-`rank` tensor as an index.
 pub(crate) fn axis_index(axis: i64, rank: usize) -> OpResult<usize> {
-    let r = rank as i64;
-    if axis < -r || axis >= r {
-        bail!("axis {axis} is out of range for rank {rank}");
-    }
-    Ok(if axis < 0 { axis + r } else { axis } as usize)
+    crate::exec::shapes::axis_index(axis, rank).map_err(OpError)
 }
 
 /// `v` with its axes reordered (a view, nothing is copied).

@@ -2,12 +2,12 @@
 //! in front of the reduced ones (a copy only when that order is not already
 //! contiguous), then each contiguous row of reduced elements collapses to one value.
 
+use crate::exec::shapes;
 use crate::ir::ReduceOp;
 
-use super::axis_index;
 use super::math::{max, sum};
 use super::strided::for_rows;
-use super::value::{CpuValue, OpResult, bail};
+use super::value::{CpuValue, OpError, OpResult, bail};
 
 pub(crate) fn reduce(
     x: &CpuValue,
@@ -16,32 +16,17 @@ pub(crate) fn reduce(
     keepdims: bool,
     noop_with_empty_axes: bool,
 ) -> OpResult<CpuValue> {
-    let r = x.rank();
-    let mut reduced = vec![false; r];
-    match axes {
-        Some(a) if !a.is_empty() => {
-            for &ax in a {
-                let i = axis_index(ax, r)?;
-                if std::mem::replace(&mut reduced[i], true) {
-                    bail!("axes {a:?} repeat an axis");
-                }
-            }
-        }
-        _ if noop_with_empty_axes => return Ok(x.clone()),
-        _ => reduced.iter_mut().for_each(|f| *f = true),
-    }
-    let kept: Vec<usize> = (0..r).filter(|&i| !reduced[i]).collect();
-    let gone: Vec<usize> = (0..r).filter(|&i| reduced[i]).collect();
-    let perm: Vec<usize> = kept.iter().chain(&gone).copied().collect();
-    let len: usize = gone.iter().map(|&i| x.dims()[i]).product();
-    let out_dims: Vec<usize> = (0..r)
-        .filter_map(|i| match (reduced[i], keepdims) {
-            (false, _) => Some(x.dims()[i]),
-            (true, true) => Some(1),
-            (true, false) => None,
-        })
-        .collect();
-    let rows: usize = kept.iter().map(|&i| x.dims()[i]).product();
+    let Some(plan) =
+        shapes::reduce_plan(x.dims(), axes, keepdims, noop_with_empty_axes).map_err(OpError)?
+    else {
+        return Ok(x.clone());
+    };
+    let shapes::ReducePlan {
+        perm,
+        rows,
+        row_len: len,
+        out_dims,
+    } = plan;
     let dtype = x.dtype();
     if dtype.is_float() {
         let out = x.read_f32(|v| {

@@ -4,11 +4,10 @@
 //! (permute, narrow, broadcast, squeeze) no data is copied; the rest copy through
 //! strided views and work on every dtype.
 
-use std::collections::HashSet;
-
+use crate::exec::shapes::{self, Operand};
 use crate::ir::{DType, Tensor, TensorData};
 
-use super::strided::{Strided, broadcast_shapes, map1};
+use super::strided::{Strided, broadcast_shape, map1};
 use super::value::{CpuValue, OpError, OpResult, bail, sh, with_storage_type};
 use super::{axis_index, permute_value};
 
@@ -42,98 +41,19 @@ fn reshape_to(x: &CpuValue, dims: &[usize]) -> OpResult<CpuValue> {
 
 pub(crate) fn reshape(x: &CpuValue, shape: &CpuValue, allowzero: bool) -> OpResult<CpuValue> {
     let spec = int_values(shape, "shape")?;
-    let dims = reshape_dims(x.dims(), &spec, allowzero)?;
+    let dims = shapes::reshape_dims(x.dims(), &spec, allowzero).map_err(OpError)?;
     reshape_to(x, &dims)
 }
 
-/// The output dims of Reshape: 0 copies the input dim (unless `allowzero`), -1 is
-/// inferred from the element count.
-fn reshape_dims(input: &[usize], spec: &[i64], allowzero: bool) -> OpResult<Vec<usize>> {
-    let numel: usize = input.iter().product();
-    let mut dims = Vec::with_capacity(spec.len());
-    let mut infer = None;
-    for (i, &s) in spec.iter().enumerate() {
-        let d = match s {
-            -1 => {
-                if infer.replace(i).is_some() {
-                    bail!("shape {} has more than one -1", sh(spec));
-                }
-                1
-            }
-            0 if !allowzero => match input.get(i) {
-                Some(&d) => d,
-                None => bail!(
-                    "shape {} copies dim {i} of an input of rank {}",
-                    sh(spec),
-                    input.len()
-                ),
-            },
-            s if s < 0 => bail!("shape {} has a negative size", sh(spec)),
-            s => s as usize,
-        };
-        dims.push(d);
-    }
-    if let Some(i) = infer {
-        let known = dims
-            .iter()
-            .enumerate()
-            .filter(|&(j, _)| j != i)
-            .try_fold(1usize, |acc, (_, &d)| acc.checked_mul(d));
-        let Some(known) = known.filter(|&k| k != 0 && numel.is_multiple_of(k)) else {
-            bail!("cannot reshape {} to {}", sh(input), sh(spec));
-        };
-        dims[i] = numel / known;
-    }
-    if dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)) != Some(numel) {
-        bail!(
-            "cannot reshape {} ({numel} elements) to {}",
-            sh(input),
-            sh(spec)
-        );
-    }
-    Ok(dims)
-}
-
 pub(crate) fn transpose(x: &CpuValue, perm: Option<&[usize]>) -> OpResult<CpuValue> {
-    let r = x.rank();
-    let perm: Vec<usize> = match perm {
-        Some(p) => p.to_vec(),
-        None => (0..r).rev().collect(),
-    };
-    let mut seen = vec![false; r];
-    if perm.len() != r
-        || perm
-            .iter()
-            .any(|&p| p >= r || std::mem::replace(&mut seen[p], true))
-    {
-        bail!("perm {perm:?} is not a permutation of {r} axes");
-    }
+    let perm = shapes::transpose_perm(x.rank(), perm).map_err(OpError)?;
     permute_value(x, &perm)
 }
 
 pub(crate) fn concat(xs: &[&CpuValue], axis: i64) -> OpResult<CpuValue> {
-    let Some(first) = xs.first() else {
-        bail!("no inputs")
-    };
-    let r = first.rank();
-    let ax = axis_index(axis, r)?;
-    let dtype = first.dtype();
-    let mut dims = first.dims().to_vec();
-    dims[ax] = 0;
-    for x in xs {
-        if x.dtype() != dtype {
-            bail!("input types differ: {dtype} and {}", x.dtype());
-        }
-        let same = x.rank() == r && (0..r).all(|i| i == ax || x.dims()[i] == first.dims()[i]);
-        if !same {
-            bail!(
-                "cannot concatenate {} with {} on axis {ax}",
-                sh(first.dims()),
-                sh(x.dims())
-            );
-        }
-        dims[ax] += x.dims()[ax];
-    }
+    let parts: Vec<Operand> = xs.iter().map(|x| x.operand()).collect();
+    let (ax, dims) = shapes::concat_dims(&parts, axis).map_err(OpError)?;
+    let dtype = parts[0].dtype;
     let outer: usize = dims[..ax].iter().product();
     let inner: usize = dims[ax + 1..].iter().product();
     let total = dims[ax] * inner;
@@ -164,32 +84,7 @@ pub(crate) fn split(
     outputs: usize,
 ) -> OpResult<Vec<CpuValue>> {
     let ax = axis_index(axis, x.rank())?;
-    let d = x.dims()[ax];
-    let sizes: Vec<usize> = match sizes {
-        Some(s) => {
-            if s.len() != outputs {
-                bail!("{} split sizes for {outputs} outputs", s.len());
-            }
-            s.to_vec()
-        }
-        None => {
-            if outputs == 0 {
-                bail!("no outputs to split into");
-            }
-            let chunk = d.div_ceil(outputs);
-            let mut left = d;
-            (0..outputs)
-                .map(|_| {
-                    let n = chunk.min(left);
-                    left -= n;
-                    n
-                })
-                .collect()
-        }
-    };
-    if sizes.iter().try_fold(0usize, |acc, &s| acc.checked_add(s)) != Some(d) {
-        bail!("split sizes {sizes:?} do not add up to dim {d} of axis {ax}");
-    }
+    let sizes = shapes::split_sizes(x.dims()[ax], ax, sizes, outputs).map_err(OpError)?;
     let mut start = 0;
     sizes
         .iter()
@@ -207,26 +102,15 @@ pub(crate) fn gather_positions(indices: &CpuValue, d: usize, ax: usize) -> OpRes
     if !indices.dtype().is_int() {
         bail!("indices must be integers, got {}", indices.dtype());
     }
-    indices
-        .to_i64_vec()?
-        .into_iter()
-        .map(|i| {
-            let j = if i < 0 { i + d as i64 } else { i };
-            if j < 0 || j >= d as i64 {
-                bail!("index {i} is out of range for axis {ax} of size {d}");
-            }
-            Ok(j as usize)
-        })
-        .collect()
+    let positions = shapes::gather_positions(&indices.to_i64_vec()?, d, ax).map_err(OpError)?;
+    Ok(positions.into_iter().map(|j| j as usize).collect())
 }
 
 pub(crate) fn gather(x: &CpuValue, indices: &CpuValue, axis: i64) -> OpResult<CpuValue> {
     let ax = axis_index(axis, x.rank())?;
     let d = x.dims()[ax];
     let idx = gather_positions(indices, d, ax)?;
-    let mut dims = x.dims()[..ax].to_vec();
-    dims.extend_from_slice(indices.dims());
-    dims.extend_from_slice(&x.dims()[ax + 1..]);
+    let dims = shapes::gather_dims(x.dims(), ax, indices.dims());
     let outer: usize = x.dims()[..ax].iter().product();
     let inner: usize = x.dims()[ax + 1..].iter().product();
     let dtype = x.dtype();
@@ -246,48 +130,6 @@ pub(crate) fn gather(x: &CpuValue, indices: &CpuValue, axis: i64) -> OpResult<Cp
     })
 }
 
-/// One axis of a Slice after clamping: first index, step and length.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub(crate) struct SliceAxis {
-    pub start: i64,
-    pub step: i64,
-    pub len: usize,
-}
-
-/// ONNX Slice clamping for one axis of size `d`.
-fn slice_axis(d: usize, start: i64, end: i64, step: i64) -> OpResult<SliceAxis> {
-    if step == 0 {
-        bail!("slice step cannot be 0");
-    }
-    if d == 0 {
-        // Nothing to take, whatever the bounds and direction.
-        return Ok(SliceAxis {
-            start: 0,
-            step,
-            len: 0,
-        });
-    }
-    let d = d as i128;
-    let (start, end, step) = (start as i128, end as i128, step as i128);
-    let start = if start < 0 { start + d } else { start };
-    let end = if end < 0 { end + d } else { end };
-    let (start, end) = if step > 0 {
-        (start.clamp(0, d), end.clamp(0, d))
-    } else {
-        (start.clamp(0, (d - 1).max(0)), end.clamp(-1, d - 1))
-    };
-    let len = if step > 0 {
-        ((end - start).max(0) + step - 1) / step
-    } else {
-        ((start - end).max(0) + (-step) - 1) / (-step)
-    };
-    Ok(SliceAxis {
-        start: start as i64,
-        step: step as i64,
-        len: len as usize,
-    })
-}
-
 /// The per-axis ranges a Slice with these inputs reads from a tensor of shape `dims`.
 pub(crate) fn slice_plan(
     dims: &[usize],
@@ -295,45 +137,12 @@ pub(crate) fn slice_plan(
     ends: &CpuValue,
     axes: Option<&CpuValue>,
     steps: Option<&CpuValue>,
-) -> OpResult<Vec<SliceAxis>> {
-    let r = dims.len();
+) -> OpResult<Vec<shapes::SliceAxis>> {
     let starts = int_values(starts, "starts")?;
     let ends = int_values(ends, "ends")?;
-    if starts.len() != ends.len() {
-        bail!("{} starts but {} ends", starts.len(), ends.len());
-    }
-    let axes: Vec<usize> = match axes {
-        Some(a) => int_values(a, "axes")?
-            .into_iter()
-            .map(|a| axis_index(a, r))
-            .collect::<OpResult<_>>()?,
-        None => (0..starts.len()).collect(),
-    };
-    let steps = match steps {
-        Some(s) => int_values(s, "steps")?,
-        None => vec![1; starts.len()],
-    };
-    if axes.len() != starts.len() || steps.len() != starts.len() {
-        bail!("starts, ends, axes and steps differ in length");
-    }
-    if axes.iter().collect::<HashSet<_>>().len() != axes.len() {
-        bail!("axes {axes:?} repeat an axis");
-    }
-    let mut plan: Vec<SliceAxis> = dims
-        .iter()
-        .map(|&d| SliceAxis {
-            start: 0,
-            step: 1,
-            len: d,
-        })
-        .collect();
-    for (i, &ax) in axes.iter().enumerate() {
-        if ax >= r {
-            bail!("axis {ax} out of range for rank {r}");
-        }
-        plan[ax] = slice_axis(dims[ax], starts[i], ends[i], steps[i])?;
-    }
-    Ok(plan)
+    let axes = axes.map(|a| int_values(a, "axes")).transpose()?;
+    let steps = steps.map(|s| int_values(s, "steps")).transpose()?;
+    shapes::slice_plan(dims, &starts, &ends, axes.as_deref(), steps.as_deref()).map_err(OpError)
 }
 
 pub(crate) fn slice(
@@ -370,40 +179,16 @@ pub(crate) fn slice(
 }
 
 pub(crate) fn squeeze(x: &CpuValue, axes: Option<&[i64]>) -> OpResult<CpuValue> {
-    let r = x.rank();
-    let mut remove: Vec<usize> = match axes {
-        Some(a) => a
-            .iter()
-            .map(|&a| axis_index(a, r))
-            .collect::<OpResult<_>>()?,
-        None => (0..r).filter(|&i| x.dims()[i] == 1).collect(),
-    };
-    remove.sort_unstable();
-    remove.dedup();
+    let remove = shapes::squeeze_axes(x.dims(), axes).map_err(OpError)?;
     let mut t = x.tensor().clone();
     for &ax in remove.iter().rev() {
-        if x.dims()[ax] != 1 {
-            bail!(
-                "cannot squeeze axis {ax} of size {} in {}",
-                x.dims()[ax],
-                sh(x.dims())
-            );
-        }
         t = t.squeeze(ax)?;
     }
     CpuValue::from_candle(t, x.dtype())
 }
 
 pub(crate) fn unsqueeze(x: &CpuValue, axes: &[i64]) -> OpResult<CpuValue> {
-    let out_rank = x.rank() + axes.len();
-    let mut pos: Vec<usize> = axes
-        .iter()
-        .map(|&a| axis_index(a, out_rank))
-        .collect::<OpResult<_>>()?;
-    pos.sort_unstable();
-    if pos.windows(2).any(|w| w[0] == w[1]) {
-        bail!("axes {axes:?} repeat an axis");
-    }
+    let pos = shapes::unsqueeze_positions(x.rank(), axes).map_err(OpError)?;
     let mut t = x.tensor().clone();
     for &p in &pos {
         t = t.unsqueeze(p)?;
@@ -412,15 +197,8 @@ pub(crate) fn unsqueeze(x: &CpuValue, axes: &[i64]) -> OpResult<CpuValue> {
 }
 
 pub(crate) fn flatten(x: &CpuValue, axis: i64) -> OpResult<CpuValue> {
-    let r = x.rank();
-    let ax = if axis < 0 { axis + r as i64 } else { axis };
-    if ax < 0 || ax > r as i64 {
-        bail!("axis {axis} out of range for rank {r}");
-    }
-    let ax = ax as usize;
-    let rows: usize = x.dims()[..ax].iter().product();
-    let cols: usize = x.dims()[ax..].iter().product();
-    reshape_to(x, &[rows, cols])
+    let dims = shapes::flatten_dims(x.dims(), axis).map_err(OpError)?;
+    reshape_to(x, &dims)
 }
 
 pub(crate) fn shape(x: &CpuValue, start: i64, end: Option<i64>) -> OpResult<CpuValue> {
@@ -446,7 +224,7 @@ fn dims_from(v: &CpuValue, what: &str) -> OpResult<Vec<usize>> {
 
 pub(crate) fn expand(x: &CpuValue, shape: &CpuValue) -> OpResult<CpuValue> {
     let want = dims_from(shape, "shape")?;
-    let Some(dims) = broadcast_shapes(x.dims(), &want) else {
+    let Some(dims) = broadcast_shape(x.dims(), &want) else {
         bail!("cannot expand {} to {}", sh(x.dims()), sh(&want));
     };
     checked_numel(&dims)?;
@@ -524,38 +302,4 @@ pub(crate) fn range(start: &CpuValue, limit: &CpuValue, delta: &CpuValue) -> OpR
     let n = n as usize;
     let out: Vec<f32> = (0..n).map(|i| (s + i as f64 * d) as f32).collect();
     CpuValue::from_f32(out, &[n], dtype)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reshape_dims_follow_onnx_rules() {
-        assert_eq!(
-            reshape_dims(&[2, 3, 4], &[0, -1], false).unwrap(),
-            vec![2, 12]
-        );
-        assert_eq!(reshape_dims(&[2, 3, 4], &[-1], false).unwrap(), vec![24]);
-        assert_eq!(reshape_dims(&[0, 3], &[0, 3], true).unwrap(), vec![0, 3]);
-        assert!(reshape_dims(&[2, 3], &[-1, -1], false).is_err());
-        assert!(reshape_dims(&[2, 3], &[4, -1], false).is_err());
-        assert!(reshape_dims(&[2, 3], &[0, 0, 0], false).is_err());
-    }
-
-    #[test]
-    fn slice_axis_clamps_like_onnx() {
-        let a = |start, len, step| SliceAxis { start, step, len };
-        assert_eq!(slice_axis(10, 0, 3, 1).unwrap(), a(0, 3, 1));
-        assert_eq!(slice_axis(10, -3, i64::MAX, 1).unwrap(), a(7, 3, 1));
-        assert_eq!(
-            slice_axis(10, i64::MAX, i64::MIN, -1).unwrap(),
-            a(9, 10, -1)
-        );
-        assert_eq!(slice_axis(10, 8, 1, -3).unwrap(), a(8, 3, -3));
-        assert_eq!(slice_axis(10, 20, 30, 1).unwrap(), a(10, 0, 1));
-        assert_eq!(slice_axis(10, 1, 10, 4).unwrap(), a(1, 3, 4));
-        assert!(slice_axis(10, 0, 1, 0).is_err());
-        assert_eq!(slice_axis(0, -1, i64::MIN, -1).unwrap().len, 0);
-    }
 }

@@ -160,31 +160,7 @@ impl<'a, T: Copy> Strided<'a, T> {
     }
 }
 
-/// The numpy broadcast of two shapes.
-pub(crate) fn broadcast_shapes(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
-    let r = a.len().max(b.len());
-    let mut out = vec![0; r];
-    for i in 0..r {
-        let da = if i + a.len() >= r {
-            a[i + a.len() - r]
-        } else {
-            1
-        };
-        let db = if i + b.len() >= r {
-            b[i + b.len() - r]
-        } else {
-            1
-        };
-        out[i] = if da == db || db == 1 {
-            da
-        } else if da == 1 {
-            db
-        } else {
-            return None;
-        };
-    }
-    Some(out)
-}
+pub(crate) use crate::exec::shapes::broadcast_shape;
 
 /// Walks the rows of an output shape for `N` input views: after coalescing, the
 /// last dimension is the inner loop and every other index is a row.

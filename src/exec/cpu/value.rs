@@ -9,6 +9,7 @@ use candle_core::{CpuStorage, Device, Storage, WithDType};
 use half::{bf16, f16};
 
 use super::strided::Strided;
+use crate::exec::shapes::Operand;
 use crate::ir::{DType, Tensor, TensorData};
 
 /// An error inside one op; the backend adds the node and op names.
@@ -32,11 +33,7 @@ macro_rules! bail {
 }
 pub(crate) use bail;
 
-/// A shape or list of integers written as `[a,b,c]`, the form error messages use.
-pub(crate) fn sh<T: std::fmt::Display>(items: &[T]) -> String {
-    let parts: Vec<String> = items.iter().map(|x| x.to_string()).collect();
-    format!("[{}]", parts.join(","))
-}
+pub(crate) use crate::exec::shapes::sh;
 
 /// A tensor on the CPU backend.
 #[derive(Clone, Debug)]
@@ -75,6 +72,11 @@ impl CpuValue {
 
     pub fn dims(&self) -> &[usize] {
         self.t.dims()
+    }
+
+    /// The dims and type, as the backend-neutral shape checks take them.
+    pub(crate) fn operand(&self) -> Operand<'_> {
+        Operand::new(self.dims(), self.dtype)
     }
 
     pub fn rank(&self) -> usize {

@@ -14,8 +14,8 @@ use super::device::Device;
 use super::kernels;
 use super::launch::{Arg, Grid, len};
 use super::layout::sh;
-use super::shapes::{Conv2d, conv2d_geometry};
 use super::value::CudaValue;
+use crate::exec::shapes::{Conv2d, conv2d_geometry};
 
 /// Most column-buffer elements unfolded at once (1 GiB of f32).
 const COLS_BUDGET: usize = 1 << 28;

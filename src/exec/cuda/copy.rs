@@ -1,7 +1,7 @@
 //! Ops that move data: Transpose, Concat, Split, Gather, Slice, Expand, and the
 //! views Reshape, Flatten, Squeeze and Unsqueeze (which share the input's buffer).
 //! Every copy is one strided read or write kernel over merged axes, for elements of
-//! any size; the shape and index work happens on the host (`shapes.rs`). Also the
+//! any size; the shape and index work happens on the host (`exec/shapes.rs`). Also the
 //! broadcasting and permuting copies other ops build on.
 
 use crate::ir::DType;
@@ -13,11 +13,11 @@ use super::layout::{
     as_i64, axis_index, broadcast_shape, broadcast_strides, collapse, contiguous_strides,
     dims_array, sh,
 };
-use super::shapes::{
-    self, flatten_dims, gather_positions, reshape_dims, slice_plan, split_sizes, squeeze_dims,
-    unsqueeze_dims,
-};
 use super::value::CudaValue;
+use crate::exec::shapes::{
+    self, Operand, concat_dims, flatten_dims, gather_dims, gather_positions, reshape_dims,
+    slice_plan, split_sizes, squeeze_dims, transpose_perm, unsqueeze_dims,
+};
 
 /// Reads `x` through (`dims`, `strides`, `offset`, all in elements) into `out`, a
 /// contiguous buffer of shape `dims`.
@@ -157,45 +157,14 @@ pub(crate) fn transpose(
     x: &CudaValue,
     perm: Option<&[usize]>,
 ) -> Result<CudaValue, String> {
-    let r = x.rank();
-    let perm: Vec<usize> = match perm {
-        Some(p) => p.to_vec(),
-        None => (0..r).rev().collect(),
-    };
-    let mut seen = vec![false; r];
-    if perm.len() != r
-        || perm
-            .iter()
-            .any(|&p| p >= r || std::mem::replace(&mut seen[p], true))
-    {
-        return Err(format!("perm {perm:?} is not a permutation of {r} axes"));
-    }
+    let perm = transpose_perm(x.rank(), perm)?;
     permute(dev, x, &perm)
 }
 
 pub(crate) fn concat(dev: &Device, xs: &[&CudaValue], axis: i64) -> Result<CudaValue, String> {
-    let Some(first) = xs.first() else {
-        return Err("no inputs".into());
-    };
-    let r = first.rank();
-    let ax = axis_index(axis, r)?;
-    let dtype = first.dtype();
-    let mut dims = first.dims().to_vec();
-    dims[ax] = 0;
-    for x in xs {
-        if x.dtype() != dtype {
-            return Err(format!("input types differ: {dtype} and {}", x.dtype()));
-        }
-        let same = x.rank() == r && (0..r).all(|i| i == ax || x.dims()[i] == first.dims()[i]);
-        if !same {
-            return Err(format!(
-                "cannot concatenate {} with {} on axis {ax}",
-                sh(first.dims()),
-                sh(x.dims())
-            ));
-        }
-        dims[ax] += x.dims()[ax];
-    }
+    let parts: Vec<Operand> = xs.iter().map(|x| x.operand()).collect();
+    let (ax, dims) = concat_dims(&parts, axis)?;
+    let dtype = parts[0].dtype;
     let out = dev.alloc(dtype, &dims)?;
     let strides = contiguous_strides(&dims);
     let mut start = 0i64;
@@ -214,7 +183,7 @@ pub(crate) fn split(
     outputs: usize,
 ) -> Result<Vec<CudaValue>, String> {
     let ax = axis_index(axis, x.rank())?;
-    let sizes = split_sizes(x.dims()[ax], sizes, outputs)?;
+    let sizes = split_sizes(x.dims()[ax], ax, sizes, outputs)?;
     let strides = contiguous_strides(x.dims());
     let mut start = 0i64;
     sizes
@@ -251,9 +220,7 @@ pub(crate) fn gather(
     let ax = axis_index(axis, x.rank())?;
     let d = x.dims()[ax];
     let pos = positions(dev, indices, d, ax)?;
-    let mut dims = x.dims()[..ax].to_vec();
-    dims.extend_from_slice(indices.dims());
-    dims.extend_from_slice(&x.dims()[ax + 1..]);
+    let dims = gather_dims(x.dims(), ax, indices.dims());
     let out = dev.alloc(x.dtype(), &dims)?;
     let outer: usize = x.dims()[..ax].iter().product();
     let inner: usize = x.dims()[ax + 1..].iter().product();
@@ -373,7 +340,7 @@ pub(crate) fn scatter_window(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exec::cuda::shapes::SliceAxis;
+    use crate::exec::shapes::SliceAxis;
 
     #[test]
     fn inverse_permutations_undo_the_permutation() {

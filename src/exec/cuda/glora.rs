@@ -7,6 +7,7 @@
 //! eleven slots (x, W0, b0?, Ad, Au, Bd, Bu, Cd, Cu, D, E); the output is
 //! `[..., d_out]`.
 
+use crate::exec::shapes::{GloraOperands, check_glora_operands};
 use crate::glora::{AbOption, COption, DeOption, LayerConfig};
 use crate::ir::{DType, GloraLinearAttrs, WeightLayout};
 
@@ -15,7 +16,6 @@ use super::copy::read_into;
 use super::device::Device;
 use super::kernels;
 use super::launch::{Arg, Grid, len};
-use super::layout::sh;
 use super::value::CudaValue;
 
 /// The eleven input values of a GLoRA layer, by role.
@@ -54,108 +54,14 @@ impl GloraInputs<'_> {
     }
 }
 
-pub(crate) const ADAPTER_NAMES: [&str; 8] = ["Ad", "Au", "Bd", "Bu", "Cd", "Cu", "D", "E"];
-
-/// The stored shapes of the eight adapter tensors.
-pub(crate) fn expected_shapes(a: &GloraLinearAttrs) -> [Vec<usize>; 8] {
-    let (d_in, d_out, r) = (a.d_in, a.d_out, a.rank);
-    [
-        vec![d_out, r],
-        vec![r, d_in],
-        vec![d_out, r],
-        vec![r, d_in],
-        vec![d_in, r],
-        vec![r, 1],
-        vec![d_out],
-        vec![d_out],
-    ]
-}
-
-fn check_f32(what: &str, v: &CudaValue) -> Result<(), String> {
-    if v.dtype() != DType::F32 {
-        return Err(format!(
-            "{what} is {}; GLoRA layers run in f32 only",
-            v.dtype()
-        ));
-    }
-    Ok(())
-}
-
-/// The checks of the CPU backend: types, shapes, bias presence and ranks.
+/// Checks types, shapes, bias presence and the ranks the config reads.
 pub(crate) fn check_inputs(
     a: &GloraLinearAttrs,
     config: &LayerConfig,
     ins: &GloraInputs,
 ) -> Result<(), String> {
-    if a.d_in == 0 || a.d_out == 0 || a.rank == 0 {
-        return Err(format!(
-            "layer '{}' has d_in = {}, d_out = {}, rank = {}; all must be at least 1",
-            a.layer, a.d_in, a.d_out, a.rank
-        ));
-    }
-    check_f32("x", ins.x)?;
-    check_f32("W0", ins.w0)?;
-    if ins.x.dims().last() != Some(&a.d_in) {
-        return Err(format!(
-            "layer '{}': x {} does not end in d_in = {}",
-            a.layer,
-            sh(ins.x.dims()),
-            a.d_in
-        ));
-    }
-    let w0_shape = match a.layout {
-        WeightLayout::InOut => [a.d_in, a.d_out],
-        WeightLayout::OutIn => [a.d_out, a.d_in],
-    };
-    if ins.w0.dims() != w0_shape {
-        return Err(format!(
-            "layer '{}': W0 is {}, expected {}",
-            a.layer,
-            sh(ins.w0.dims()),
-            sh(&w0_shape)
-        ));
-    }
-    match ins.b0 {
-        Some(_) if !a.has_bias => {
-            return Err(format!("layer '{}' has no bias but b0 is given", a.layer));
-        }
-        None if a.has_bias => {
-            return Err(format!("layer '{}' has a bias but b0 is missing", a.layer));
-        }
-        Some(b) if b.dims() != [a.d_out] => {
-            return Err(format!(
-                "layer '{}': b0 is {}, expected [{}]",
-                a.layer,
-                sh(b.dims()),
-                a.d_out
-            ));
-        }
-        Some(b) => check_f32("b0", b)?,
-        None => {}
-    }
-    for ((v, expected), name) in ins
-        .adapters
-        .iter()
-        .zip(expected_shapes(a))
-        .zip(ADAPTER_NAMES)
-    {
-        check_f32(name, v)?;
-        if v.dims() != expected.as_slice() {
-            return Err(format!(
-                "layer '{}': {name} is {}, expected {}",
-                a.layer,
-                sh(v.dims()),
-                sh(&expected)
-            ));
-        }
-    }
-    if let Some((slot, r)) = config.lora_ranks().find(|&(_, r)| r > a.rank) {
-        return Err(format!(
-            "layer '{}': option {slot} reads rank {r}, but the adapter is stored at rank {}",
-            a.layer, a.rank
-        ));
-    }
-    Ok(())
+    let operands = GloraOperands::of_values(ins.x, ins.w0, ins.b0, ins.adapters, |v| v.operand());
+    check_glora_operands(a, config, &operands)
 }
 
 /// An A or B option as the kernels code it: (mode, rank read).
@@ -330,23 +236,5 @@ mod tests {
         assert_eq!(c_code(COption::Vector).0, 2);
         assert_eq!(de_code(DeOption::Vector), 1);
         assert_eq!(de_code(DeOption::Constant), 2);
-    }
-
-    #[test]
-    fn adapter_shapes_follow_the_stored_rank() {
-        let a = GloraLinearAttrs {
-            layer: "l".into(),
-            d_in: 5,
-            d_out: 3,
-            rank: 2,
-            layout: WeightLayout::OutIn,
-            has_bias: true,
-        };
-        let s = expected_shapes(&a);
-        assert_eq!(s[0], vec![3, 2]);
-        assert_eq!(s[1], vec![2, 5]);
-        assert_eq!(s[4], vec![5, 2]);
-        assert_eq!(s[5], vec![2, 1]);
-        assert_eq!(s[7], vec![3]);
     }
 }

@@ -13,14 +13,13 @@
 //! stored entry an option does not read is zero (weight sharing), as on the CPU.
 //! `dx = dy·W'` with W' composed as in the forward.
 
+use crate::exec::shapes::glora_adapter_shapes;
 use crate::glora::{AbOption, COption, DeOption, LayerConfig};
 use crate::ir::{DType, GloraLinearAttrs};
 
 use super::blas::Mat;
 use super::device::Device;
-use super::glora::{
-    GloraInputs, ab_code, adapted_weight, c_code, check_inputs, de_code, expected_shapes, in_out,
-};
+use super::glora::{GloraInputs, ab_code, adapted_weight, c_code, check_inputs, de_code, in_out};
 use super::kernels;
 use super::launch::{Arg, Grid, len};
 use super::layout::sh;
@@ -58,7 +57,7 @@ pub(crate) fn glora_linear_grad(
         ));
     }
     let n = ins.x.numel() / a.d_in;
-    let grads: Vec<CudaValue> = expected_shapes(a)
+    let grads: Vec<CudaValue> = glora_adapter_shapes(a)
         .iter()
         .map(|s| dev.zeros(DType::F32, s))
         .collect::<Result<_, _>>()?;

@@ -5,6 +5,7 @@
 //! returns `None` when an op's inputs have no kernel here (non-f32 data, grouped
 //! or non-2-D convolutions), so that the backend runs it on the host.
 
+use crate::exec::shapes::check_gather_dy;
 use crate::ir::{DType, GeluApprox, GradOp, UnaryGradKind};
 
 use super::Args;
@@ -177,18 +178,7 @@ fn gather_grad(
     let ax = axis_index(axis, x_shape.len())?;
     let d = x_shape[ax];
     let pos = positions(dev, indices, d, ax)?;
-    let mut want = x_shape[..ax].to_vec();
-    want.extend_from_slice(indices.dims());
-    want.extend_from_slice(&x_shape[ax + 1..]);
-    if dy.dims() != want {
-        return Err(format!(
-            "dy of shape {} does not match the Gather output {} (x {}, indices {})",
-            sh(dy.dims()),
-            sh(&want),
-            sh(x_shape),
-            sh(indices.dims())
-        ));
-    }
+    check_gather_dy(x_shape, ax, indices.dims(), dy.dims())?;
     let outer: usize = x_shape[..ax].iter().product();
     let inner: usize = x_shape[ax + 1..].iter().product();
     let deterministic = pos.len() <= DETERMINISTIC_GATHER_MAX;

@@ -3,6 +3,8 @@
 //! strided kernels see at most [`MAX_RANK`] axes and do less division), and the
 //! fixed-size `Dims` arrays passed by value. Pure functions, shared by every op.
 
+pub(crate) use crate::exec::shapes::{axis_index, broadcast_shape, sh};
+
 /// Most axes a strided kernel handles (the `Dims` struct of `kernels/common.cu`).
 pub(crate) const MAX_RANK: usize = 8;
 
@@ -13,31 +15,6 @@ pub(crate) fn contiguous_strides(dims: &[usize]) -> Vec<i64> {
         s[i] = s[i + 1] * dims[i + 1] as i64;
     }
     s
-}
-
-/// The numpy broadcast of two shapes, or `None` when they do not broadcast.
-pub(crate) fn broadcast_shape(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
-    let r = a.len().max(b.len());
-    let mut out = vec![0usize; r];
-    for i in 0..r {
-        let da = if i + a.len() >= r {
-            a[i + a.len() - r]
-        } else {
-            1
-        };
-        let db = if i + b.len() >= r {
-            b[i + b.len() - r]
-        } else {
-            1
-        };
-        out[i] = match (da, db) {
-            (x, y) if x == y => x,
-            (1, y) => y,
-            (x, 1) => x,
-            _ => return None,
-        };
-    }
-    Some(out)
 }
 
 /// Strides that read a contiguous tensor of shape `src` as if broadcast to `dst`
@@ -120,21 +97,6 @@ pub(crate) fn as_i64(dims: &[usize]) -> Vec<i64> {
     dims.iter().map(|&d| d as i64).collect()
 }
 
-/// A shape written as `[a,b,c]`, the form error messages use.
-pub(crate) fn sh<T: std::fmt::Display>(items: &[T]) -> String {
-    let parts: Vec<String> = items.iter().map(|x| x.to_string()).collect();
-    format!("[{}]", parts.join(","))
-}
-
-/// A possibly negative axis of a rank-`rank` tensor as an index.
-pub(crate) fn axis_index(axis: i64, rank: usize) -> Result<usize, String> {
-    let r = rank as i64;
-    if axis < -r || axis >= r {
-        return Err(format!("axis {axis} is out of range for rank {rank}"));
-    }
-    Ok(if axis < 0 { axis + r } else { axis } as usize)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,14 +106,6 @@ mod tests {
         assert_eq!(contiguous_strides(&[2, 3, 4]), vec![12, 4, 1]);
         assert_eq!(contiguous_strides(&[5]), vec![1]);
         assert!(contiguous_strides(&[]).is_empty());
-    }
-
-    #[test]
-    fn shapes_broadcast_like_numpy() {
-        assert_eq!(broadcast_shape(&[2, 1, 4], &[3, 1]), Some(vec![2, 3, 4]));
-        assert_eq!(broadcast_shape(&[], &[5]), Some(vec![5]));
-        assert_eq!(broadcast_shape(&[0, 3], &[1, 3]), Some(vec![0, 3]));
-        assert_eq!(broadcast_shape(&[2, 3], &[3, 2]), None);
     }
 
     #[test]
@@ -211,13 +165,5 @@ mod tests {
     fn dims_arrays_pad_and_refuse_too_many_axes() {
         assert_eq!(dims_array(&[3i64, 4]).unwrap(), [3, 4, 0, 0, 0, 0, 0, 0]);
         assert!(dims_array(&[1i64; 9]).unwrap_err().contains("at most 8"));
-    }
-
-    #[test]
-    fn negative_axes_count_from_the_end() {
-        assert_eq!(axis_index(-1, 3).unwrap(), 2);
-        assert_eq!(axis_index(0, 3).unwrap(), 0);
-        assert!(axis_index(3, 3).is_err());
-        assert!(axis_index(-4, 3).is_err());
     }
 }

@@ -10,9 +10,9 @@ use crate::ir::{DType, GemmAttrs};
 use super::blas::Mat;
 use super::copy::{broadcast_to, read_into};
 use super::device::Device;
-use super::layout::{broadcast_shape, broadcast_strides, sh};
-use super::shapes::matmul_shape;
+use super::layout::{broadcast_strides, sh};
 use super::value::CudaValue;
+use crate::exec::shapes::{gemm_shape, matmul_shape};
 
 /// The operand as a full batch of matrices `batch + [rows, cols]`.
 fn full_batch(
@@ -92,41 +92,8 @@ pub(crate) fn gemm(
     b: &CudaValue,
     c: Option<&CudaValue>,
 ) -> Result<CudaValue, String> {
-    if a.rank() != 2 || b.rank() != 2 {
-        return Err(format!(
-            "A and B must be 2-D, got {} and {}",
-            sh(a.dims()),
-            sh(b.dims())
-        ));
-    }
-    let (m, k) = if attrs.trans_a {
-        (a.dims()[1], a.dims()[0])
-    } else {
-        (a.dims()[0], a.dims()[1])
-    };
-    let (kb, n) = if attrs.trans_b {
-        (b.dims()[1], b.dims()[0])
-    } else {
-        (b.dims()[0], b.dims()[1])
-    };
-    if k != kb {
-        return Err(format!(
-            "cannot multiply {}{} by {}{}",
-            sh(a.dims()),
-            if attrs.trans_a { "ᵀ" } else { "" },
-            sh(b.dims()),
-            if attrs.trans_b { "ᵀ" } else { "" }
-        ));
-    }
+    let (m, k, n) = gemm_shape(attrs, a.dims(), b.dims(), c.map(CudaValue::dims))?;
     let dims = [m, n];
-    if let Some(c) = c
-        && broadcast_shape(c.dims(), &dims).as_deref() != Some(&dims[..])
-    {
-        return Err(format!(
-            "C of shape {} does not broadcast to [{m},{n}]",
-            sh(c.dims())
-        ));
-    }
     let out = dev.alloc(DType::F32, &dims)?;
     let beta = match c {
         Some(c) if attrs.beta != 0.0 => {

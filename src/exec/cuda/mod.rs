@@ -28,11 +28,11 @@ mod memory;
 mod norm;
 mod pool;
 mod reduce;
-mod shapes;
 mod value;
 
 use std::sync::Arc;
 
+use crate::exec::shapes::GLORA_ADAPTER_NAMES;
 use crate::glora::LayerConfig;
 use crate::ir::{BinaryOp, DType, GloraLinearAttrs, GradOp, Node, Op, Tensor};
 
@@ -230,7 +230,7 @@ impl<'a> Args<'a> {
 /// The eleven forward slots of a GLoRA layer, by role.
 fn glora_inputs<'a>(a: &Args<'a>) -> Result<glora::GloraInputs<'a>, String> {
     let mut adapters = Vec::with_capacity(8);
-    for (i, name) in glora::ADAPTER_NAMES.iter().enumerate() {
+    for (i, name) in GLORA_ADAPTER_NAMES.iter().enumerate() {
         adapters.push(a.req(3 + i, name)?);
     }
     let adapters: [&CudaValue; 8] = adapters

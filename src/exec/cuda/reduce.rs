@@ -9,8 +9,8 @@ use super::copy::permute;
 use super::device::Device;
 use super::kernels;
 use super::launch::{Arg, Grid, MAX_GRID_Y, len};
-use super::shapes::reduced_axes;
 use super::value::CudaValue;
+use crate::exec::shapes::reduce_plan;
 
 pub(crate) fn reduce_code(op: ReduceOp) -> i32 {
     match op {
@@ -28,28 +28,15 @@ pub(crate) fn reduce(
     keepdims: bool,
     noop_with_empty_axes: bool,
 ) -> Result<CudaValue, String> {
-    let r = x.rank();
-    let Some(reduced) = reduced_axes(r, axes, noop_with_empty_axes)? else {
+    let Some(plan) = reduce_plan(x.dims(), axes, keepdims, noop_with_empty_axes)? else {
         return Ok(x.clone());
     };
-    let kept: Vec<usize> = (0..r).filter(|&i| !reduced[i]).collect();
-    let gone: Vec<usize> = (0..r).filter(|&i| reduced[i]).collect();
-    let perm: Vec<usize> = kept.iter().chain(&gone).copied().collect();
-    let row_len: usize = gone.iter().map(|&i| x.dims()[i]).product();
-    let rows: usize = kept.iter().map(|&i| x.dims()[i]).product();
-    let out_dims: Vec<usize> = (0..r)
-        .filter_map(|i| match (reduced[i], keepdims) {
-            (false, _) => Some(x.dims()[i]),
-            (true, true) => Some(1),
-            (true, false) => None,
-        })
-        .collect();
-    let out = dev.alloc(DType::F32, &out_dims)?;
-    if rows == 0 {
+    let out = dev.alloc(DType::F32, &plan.out_dims)?;
+    if plan.rows == 0 {
         return Ok(out);
     }
-    let src = permute(dev, x, &perm)?;
-    reduce_rows(dev, &out, &src, rows, row_len, reduce_code(op))?;
+    let src = permute(dev, x, &plan.perm)?;
+    reduce_rows(dev, &out, &src, plan.rows, plan.row_len, reduce_code(op))?;
     Ok(out)
 }
 

@@ -11,6 +11,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use crate::exec::shapes::Operand;
 use crate::ir::{DType, Tensor};
 
 use super::pool::Buffer;
@@ -57,6 +58,11 @@ impl CudaValue {
 
     pub fn dims(&self) -> &[usize] {
         &self.dims
+    }
+
+    /// The dims and type, as the backend-neutral shape checks take them.
+    pub(crate) fn operand(&self) -> Operand<'_> {
+        Operand::new(self.dims(), self.dtype)
     }
 
     pub fn rank(&self) -> usize {

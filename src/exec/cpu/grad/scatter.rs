@@ -10,7 +10,8 @@ use rayon::prelude::*;
 
 use crate::exec::cpu::axis_index;
 use crate::exec::cpu::strided::PAR_MIN_ELEMS;
-use crate::exec::cpu::value::{CpuValue, OpResult, bail, sh};
+use crate::exec::cpu::value::{CpuValue, OpError, OpResult, bail, sh};
+use crate::exec::shapes::check_gather_dy;
 
 use super::{contiguous_strides, float_dtype};
 
@@ -32,18 +33,7 @@ pub(super) fn gather_grad(
     let ax = axis_index(axis, x_shape.len())?;
     let d = x_shape[ax];
     let pos = gather_positions(indices, d, ax)?;
-    let mut want = x_shape[..ax].to_vec();
-    want.extend_from_slice(indices.dims());
-    want.extend_from_slice(&x_shape[ax + 1..]);
-    if dy.dims() != want {
-        bail!(
-            "dy of shape {} does not match the Gather output {} (x {}, indices {})",
-            sh(dy.dims()),
-            sh(&want),
-            sh(x_shape),
-            sh(indices.dims())
-        );
-    }
+    check_gather_dy(x_shape, ax, indices.dims(), dy.dims()).map_err(OpError)?;
     let outer: usize = x_shape[..ax].iter().product();
     let inner: usize = x_shape[ax + 1..].iter().product();
     let (in_block, out_block) = (pos.len() * inner, d * inner);
