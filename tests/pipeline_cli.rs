@@ -120,6 +120,18 @@ fn glora_and_lora_pipelines_report_verified_models() {
     let r2 = json(&run.join("report.json"));
     assert_eq!(r["config"], r2["config"]);
     assert_eq!(r["test_accuracy"], r2["test_accuracy"]);
+
+    // A search killed after scoring every genome but before writing its record is
+    // run again from its journal: the same choice, nothing evaluated twice.
+    assert_eq!(search["replayed_evaluations"], 0);
+    std::fs::remove_file(run.join("search.json")).unwrap();
+    ok(&args);
+    let replayed = json(&run.join("search.json"));
+    assert_eq!(replayed["best"], search["best"]);
+    assert_eq!(
+        replayed["replayed_evaluations"],
+        search["total_evaluations"]
+    );
 }
 
 #[test]

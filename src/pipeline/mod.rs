@@ -543,9 +543,16 @@ fn search_stage(
     bar.finish_and_clear();
     let outcome = outcome?;
     let head = net.head.as_ref().map(|h| h.weight.numel() + h.bias.numel());
-    crate::search::write_search_record(&paths.search, &outcome, head)?;
-    let record = read_json::<serde_json::Value>(&paths.search)?
-        .context("the search record was not written")?;
+    let mut record = crate::search::search_record(&outcome, head);
+    // Genomes replayed from the journal took no time in this run; the time per
+    // genome counts only those evaluated here.
+    let replayed = fitness.replayed();
+    let computed = outcome.evaluated.len().saturating_sub(replayed);
+    record["replayed_evaluations"] = serde_json::json!(replayed);
+    record["seconds_per_evaluation"] = serde_json::json!(outcome.seconds / computed.max(1) as f64);
+    // Compact, as `glora search` writes it: the evaluated genomes dominate.
+    crate::io::write_atomic(&paths.search, &serde_json::to_vec(&record)?)
+        .with_context(|| paths.search.display().to_string())?;
     choice_from_record(&record)
 }
 
