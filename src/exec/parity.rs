@@ -499,22 +499,9 @@ fn unary_input(c: &mut Cases, op: UnaryOp, shape: &[usize]) -> anyhow::Result<Te
     }
 }
 
-const UNARY_OPS: [UnaryOp; 10] = [
-    UnaryOp::Sqrt,
-    UnaryOp::Reciprocal,
-    UnaryOp::Neg,
-    UnaryOp::Abs,
-    UnaryOp::Exp,
-    UnaryOp::Log,
-    UnaryOp::Erf,
-    UnaryOp::Tanh,
-    UnaryOp::Relu,
-    UnaryOp::Sigmoid,
-];
-
 fn unary_cases(c: &mut Cases) -> anyhow::Result<()> {
     let shape = [37, 61];
-    for op in UNARY_OPS {
+    for op in UnaryOp::ALL {
         let x = unary_input(c, op, &shape)?;
         let name = format!("{}/{}", Op::Unary(op).name(), dims(&shape));
         c.push(name, Op::Unary(op), 1, some(vec![x]));
@@ -918,20 +905,6 @@ fn conv_cases(c: &mut Cases) -> anyhow::Result<()> {
     Ok(())
 }
 
-const UNARY_GRAD_KINDS: [UnaryGradKind; 11] = [
-    UnaryGradKind::Sqrt,
-    UnaryGradKind::Reciprocal,
-    UnaryGradKind::Exp,
-    UnaryGradKind::Log,
-    UnaryGradKind::Abs,
-    UnaryGradKind::Erf,
-    UnaryGradKind::Tanh,
-    UnaryGradKind::Relu,
-    UnaryGradKind::Sigmoid,
-    UnaryGradKind::Gelu(GeluApprox::None),
-    UnaryGradKind::Gelu(GeluApprox::Tanh),
-];
-
 /// The forward op a unary backward rule differentiates.
 fn unary_forward(kind: UnaryGradKind) -> Op {
     match kind {
@@ -957,7 +930,7 @@ fn one_output(mut outs: Vec<Tensor>, what: &str) -> anyhow::Result<Tensor> {
 
 fn grad_cases(c: &mut Cases) -> anyhow::Result<()> {
     let shape = [37, 61];
-    for kind in UNARY_GRAD_KINDS {
+    for kind in UnaryGradKind::ALL {
         let forward = unary_forward(kind);
         let x = match &forward {
             Op::Unary(op) => unary_input(c, *op, &shape)?,

@@ -21,6 +21,23 @@ pub enum UnaryGradKind {
     Gelu(GeluApprox),
 }
 
+impl UnaryGradKind {
+    /// Every kind, each GELU approximation once, in declaration order.
+    pub const ALL: [UnaryGradKind; 11] = [
+        UnaryGradKind::Sqrt,
+        UnaryGradKind::Reciprocal,
+        UnaryGradKind::Exp,
+        UnaryGradKind::Log,
+        UnaryGradKind::Abs,
+        UnaryGradKind::Erf,
+        UnaryGradKind::Tanh,
+        UnaryGradKind::Relu,
+        UnaryGradKind::Sigmoid,
+        UnaryGradKind::Gelu(GeluApprox::None),
+        UnaryGradKind::Gelu(GeluApprox::Tanh),
+    ];
+}
+
 /// A backward or loss operation.
 #[derive(Clone, Debug, PartialEq)]
 pub enum GradOp {

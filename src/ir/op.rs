@@ -35,6 +35,22 @@ pub enum UnaryOp {
     Sigmoid,
 }
 
+impl UnaryOp {
+    /// Every unary op, in declaration order.
+    pub const ALL: [UnaryOp; 10] = [
+        UnaryOp::Sqrt,
+        UnaryOp::Reciprocal,
+        UnaryOp::Neg,
+        UnaryOp::Abs,
+        UnaryOp::Exp,
+        UnaryOp::Log,
+        UnaryOp::Erf,
+        UnaryOp::Tanh,
+        UnaryOp::Relu,
+        UnaryOp::Sigmoid,
+    ];
+}
+
 /// Reductions over `axes`: input `x`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ReduceOp {
@@ -380,5 +396,31 @@ impl Op {
 impl fmt::Display for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::UnaryOp;
+
+    /// The match has no wildcard, so a new variant fails to compile until it has a
+    /// position, and the list must hold it there.
+    #[test]
+    fn unary_all_lists_every_variant_once_in_order() {
+        let position = |op: UnaryOp| match op {
+            UnaryOp::Sqrt => 0,
+            UnaryOp::Reciprocal => 1,
+            UnaryOp::Neg => 2,
+            UnaryOp::Abs => 3,
+            UnaryOp::Exp => 4,
+            UnaryOp::Log => 5,
+            UnaryOp::Erf => 6,
+            UnaryOp::Tanh => 7,
+            UnaryOp::Relu => 8,
+            UnaryOp::Sigmoid => 9,
+        };
+        for (i, op) in UnaryOp::ALL.into_iter().enumerate() {
+            assert_eq!(position(op), i, "{op:?}");
+        }
     }
 }

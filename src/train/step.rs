@@ -38,6 +38,23 @@ pub fn adapter_index(net: &Supernet) -> AdapterIndex {
     m
 }
 
+/// Fails on a loss that is not finite; the update is then skipped.
+fn check_loss(loss: f32, step: u64) -> anyhow::Result<()> {
+    if !loss.is_finite() {
+        bail!(
+            "non-finite loss at step {step} (loss {loss}); the last checkpoint is left as it was"
+        );
+    }
+    Ok(())
+}
+
+/// The error for a step whose loss is finite but a gradient is not.
+fn non_finite_gradient(step: u64, name: &str, at: usize, loss: f32) -> anyhow::Error {
+    anyhow!(
+        "non-finite loss at step {step}: its gradient with respect to {name} is not finite at element {at} (loss {loss}); the last checkpoint is left as it was"
+    )
+}
+
 /// A training graph's session with its trainable tensors and optimiser.
 pub struct Stepper {
     pub session: DeviceSession,
@@ -222,17 +239,11 @@ impl Stepper {
             .session
             .run(&[(self.input.clone(), x), (LABELS.to_string(), y)])?;
         let loss = out[0].to_f32_vec()[0];
-        if !loss.is_finite() {
-            bail!(
-                "non-finite loss at step {step} (loss {loss}); the last checkpoint is left as it was"
-            );
-        }
+        check_loss(loss, step)?;
         // A step that overflowed anywhere changes nothing: check every gradient first.
         for (i, name) in self.names.iter().enumerate() {
             if let Some(bad) = out[2 + i].to_f32_vec().iter().position(|g| !g.is_finite()) {
-                bail!(
-                    "non-finite loss at step {step}: its gradient with respect to {name} is not finite at element {bad} (loss {loss}); the last checkpoint is left as it was"
-                );
+                return Err(non_finite_gradient(step, name, bad, loss));
             }
         }
         for i in 0..self.names.len() {
@@ -282,11 +293,7 @@ impl Stepper {
             bail!("the training graph gives no loss and logits");
         };
         let loss = gpu.backend.download(loss)?.to_f32_vec()[0];
-        if !loss.is_finite() {
-            bail!(
-                "non-finite loss at step {step} (loss {loss}); the last checkpoint is left as it was"
-            );
-        }
+        check_loss(loss, step)?;
         let grads: Vec<&CudaValue> = grads.iter().collect();
         let bad = gpu.backend.first_non_finite(&grads)?;
         if let Some((i, at)) = bad
@@ -294,10 +301,7 @@ impl Stepper {
             .enumerate()
             .find_map(|(i, b)| b.map(|at| (i, at)))
         {
-            bail!(
-                "non-finite loss at step {step}: its gradient with respect to {} is not finite at element {at} (loss {loss}); the last checkpoint is left as it was",
-                names[i]
-            );
+            return Err(non_finite_gradient(step, &names[i], at, loss));
         }
         let mut slots = Vec::new();
         for (i, (((param, m), v), count)) in gpu

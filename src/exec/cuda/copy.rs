@@ -8,7 +8,7 @@ use crate::ir::DType;
 
 use super::device::Device;
 use super::kernels::{GATHER_AXIS, STRIDED_READ, STRIDED_WRITE, by_size};
-use super::launch::{Arg, Grid, len};
+use super::launch::{Arg, Grid, Kernel, len};
 use super::layout::{
     as_i64, axis_index, broadcast_shape, broadcast_strides, collapse, contiguous_strides,
     dims_array, sh,
@@ -29,22 +29,7 @@ pub(crate) fn read_into(
     strides: &[i64],
     offset: i64,
 ) -> Result<(), String> {
-    let n: usize = dims.iter().product();
-    let (cd, cs) = collapse(dims, &[strides]);
-    let k = by_size(STRIDED_READ, x.dtype().size_of())?;
-    dev.launch(
-        k,
-        Grid::Elems(n),
-        &[
-            Arg::Ptr(out.ptr()),
-            Arg::Ptr(x.ptr()),
-            len(n),
-            Arg::I32(cd.len() as i32),
-            Arg::Dims(dims_array(&as_i64(&cd))?),
-            Arg::Dims(dims_array(&cs[0])?),
-            Arg::I64(offset),
-        ],
-    )
+    strided_copy(dev, STRIDED_READ, out, x, dims, strides, offset)
 }
 
 /// Writes the contiguous `x` (shape `dims`) into `out` through (`strides`,
@@ -57,9 +42,23 @@ pub(crate) fn write_into(
     strides: &[i64],
     offset: i64,
 ) -> Result<(), String> {
+    strided_copy(dev, STRIDED_WRITE, out, x, dims, strides, offset)
+}
+
+/// One launch of a strided read or write kernel (by element size) over `dims`,
+/// with the axes merged where the strides allow.
+fn strided_copy(
+    dev: &Device,
+    table: [&'static Kernel; 4],
+    out: &CudaValue,
+    x: &CudaValue,
+    dims: &[usize],
+    strides: &[i64],
+    offset: i64,
+) -> Result<(), String> {
     let n: usize = dims.iter().product();
     let (cd, cs) = collapse(dims, &[strides]);
-    let k = by_size(STRIDED_WRITE, x.dtype().size_of())?;
+    let k = by_size(table, x.dtype().size_of())?;
     dev.launch(
         k,
         Grid::Elems(n),

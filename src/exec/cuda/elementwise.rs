@@ -7,7 +7,7 @@ use crate::ir::{BinaryOp, DType, GeluApprox, UnaryOp};
 
 use super::device::Device;
 use super::kernels::{self, WHERE, by_size};
-use super::launch::{Arg, Grid, len};
+use super::launch::{Arg, Grid, Kernel, len};
 use super::layout::{as_i64, broadcast_shape, broadcast_strides, collapse, dims_array, sh};
 use super::value::CudaValue;
 
@@ -103,20 +103,19 @@ pub(crate) fn binary(
     Ok(out)
 }
 
-pub(crate) fn unary(dev: &Device, op: UnaryOp, x: &CudaValue) -> Result<CudaValue, String> {
+/// A new f32 value shaped like `x` from one elementwise kernel whose arguments are
+/// `out, x, n` followed by `extra`.
+fn map_like(dev: &Device, k: &Kernel, x: &CudaValue, extra: &[Arg]) -> Result<CudaValue, String> {
     let out = dev.alloc(DType::F32, x.dims())?;
     let n = out.numel();
-    dev.launch(
-        &kernels::UNARY,
-        Grid::Elems(n),
-        &[
-            Arg::Ptr(out.ptr()),
-            Arg::Ptr(x.ptr()),
-            len(n),
-            Arg::I32(unary_code(op)),
-        ],
-    )?;
+    let mut args = vec![Arg::Ptr(out.ptr()), Arg::Ptr(x.ptr()), len(n)];
+    args.extend_from_slice(extra);
+    dev.launch(k, Grid::Elems(n), &args)?;
     Ok(out)
+}
+
+pub(crate) fn unary(dev: &Device, op: UnaryOp, x: &CudaValue) -> Result<CudaValue, String> {
+    map_like(dev, &kernels::UNARY, x, &[Arg::I32(unary_code(op))])
 }
 
 /// The single element of an optional bound, or `None` when the slot is empty.
@@ -137,40 +136,15 @@ pub(crate) fn clip(
 ) -> Result<CudaValue, String> {
     let lo = bound(dev, min, "min")?.unwrap_or(f32::NEG_INFINITY);
     let hi = bound(dev, max, "max")?.unwrap_or(f32::INFINITY);
-    let out = dev.alloc(DType::F32, x.dims())?;
-    let n = out.numel();
-    dev.launch(
-        &kernels::CLIP,
-        Grid::Elems(n),
-        &[
-            Arg::Ptr(out.ptr()),
-            Arg::Ptr(x.ptr()),
-            len(n),
-            Arg::F32(lo),
-            Arg::F32(hi),
-        ],
-    )?;
-    Ok(out)
+    map_like(dev, &kernels::CLIP, x, &[Arg::F32(lo), Arg::F32(hi)])
 }
 
 pub(crate) fn gelu(dev: &Device, x: &CudaValue, approx: GeluApprox) -> Result<CudaValue, String> {
-    let out = dev.alloc(DType::F32, x.dims())?;
-    let n = out.numel();
     let code = match approx {
         GeluApprox::None => 0,
         GeluApprox::Tanh => 1,
     };
-    dev.launch(
-        &kernels::GELU,
-        Grid::Elems(n),
-        &[
-            Arg::Ptr(out.ptr()),
-            Arg::Ptr(x.ptr()),
-            len(n),
-            Arg::I32(code),
-        ],
-    )?;
-    Ok(out)
+    map_like(dev, &kernels::GELU, x, &[Arg::I32(code)])
 }
 
 /// Whether a Cast has a kernel: between f32 and i64, i32 or bool.
@@ -318,18 +292,7 @@ pub(crate) mod tests {
         }
         assert_eq!(binary_code(BinaryOp::Equal), None);
         let unary = documented_codes(src, "0 sqrt, 1 reciprocal, 2 neg");
-        let ops = [
-            UnaryOp::Sqrt,
-            UnaryOp::Reciprocal,
-            UnaryOp::Neg,
-            UnaryOp::Abs,
-            UnaryOp::Exp,
-            UnaryOp::Log,
-            UnaryOp::Erf,
-            UnaryOp::Tanh,
-            UnaryOp::Relu,
-            UnaryOp::Sigmoid,
-        ];
+        let ops = UnaryOp::ALL;
         assert_eq!(unary.len(), ops.len());
         for ((code, name), op) in unary.iter().zip(ops) {
             assert_eq!(unary_code(op), *code);

@@ -137,20 +137,6 @@ mod tests {
         }
     }
 
-    const KINDS: [UnaryGradKind; 11] = [
-        UnaryGradKind::Sqrt,
-        UnaryGradKind::Reciprocal,
-        UnaryGradKind::Exp,
-        UnaryGradKind::Log,
-        UnaryGradKind::Abs,
-        UnaryGradKind::Erf,
-        UnaryGradKind::Tanh,
-        UnaryGradKind::Relu,
-        UnaryGradKind::Sigmoid,
-        UnaryGradKind::Gelu(GeluApprox::None),
-        UnaryGradKind::Gelu(GeluApprox::Tanh),
-    ];
-
     /// Inputs in `range`, kept 1e-2 away from 0 where the function has a kink.
     fn inputs(rng: &mut StdRng, n: usize, (lo, hi): (f64, f64)) -> Vec<f64> {
         (0..n)
@@ -191,7 +177,7 @@ mod tests {
     #[test]
     fn every_rule_matches_finite_differences_of_its_forward() {
         let mut rng = StdRng::seed_from_u64(11);
-        for kind in KINDS {
+        for kind in UnaryGradKind::ALL {
             let rank = rng.random_range(1..4);
             let dims: Vec<usize> = (0..rank).map(|_| rng.random_range(1..7)).collect();
             check_kind(kind, &dims, &mut rng);
