@@ -1,6 +1,7 @@
 //! Charts for reports: the search front (adapter parameters against validation
-//! accuracy, one dot per evaluated genome, coloured by generation) and line charts
-//! (several named series, for loss and accuracy curves).
+//! accuracy, one dot per evaluated genome, coloured by generation), line charts
+//! (several named series, for loss and accuracy curves, clipped to their plotting
+//! area) and the chosen adapters per layer ([`config_chart`]).
 //!
 //! A chart is first laid out as a [`Scene`], a list of shapes and labels in pixel
 //! coordinates, and then rendered twice with plotters: `NAME.svg`, whose labels are
@@ -27,7 +28,9 @@ const MARGIN_BOTTOM: i32 = 70;
 const MARGIN_LEFT: i32 = 96;
 const MARGIN_RIGHT: i32 = 24;
 /// The legend column's widest extent, and where its names start after the marks.
-const LEGEND_MAX_WIDTH: i32 = 260;
+const LEGEND_MAX_WIDTH: i32 = 400;
+/// A legend up to this wide fits the standard width; a wider one widens the chart.
+const LEGEND_FITS: i32 = 240;
 const LEGEND_TEXT_OFFSET: i32 = 28;
 const TITLE_SIZE: u32 = 20;
 const LABEL_SIZE: u32 = 16;
@@ -60,11 +63,41 @@ pub struct FrontPoint {
     pub generation: usize,
 }
 
+/// How a series is drawn.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SeriesStyle {
+    /// A line.
+    #[default]
+    Line,
+    /// A thin line in a pale shade of the series before it: the raw values behind a
+    /// smoothed line.
+    Faint,
+    /// A line with a dot at every point: few points, such as one per epoch.
+    Points,
+}
+
 /// A named line of `(x, y)` points; non-finite points break the line.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Series {
     pub name: String,
     pub points: Vec<(f64, f64)>,
+    pub style: SeriesStyle,
+}
+
+/// Vertical marks across the plotting area (epoch boundaries on a step axis).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Marks {
+    /// The legend's name for them.
+    pub name: String,
+    pub at: Vec<f64>,
+}
+
+/// A line chart: its words, its series and optional vertical marks.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LineChart {
+    pub text: ChartText,
+    pub series: Vec<Series>,
+    pub marks: Option<Marks>,
 }
 
 /// Writes the search front to `STEM.svg` and `STEM.png`: every point coloured by its
@@ -79,13 +112,12 @@ pub fn search_front(
     write_scene(stem, &front_scene(points, best, budget, text))
 }
 
-/// Writes a line chart of `series` to `STEM.svg` and `STEM.png`.
-pub fn line_chart(
-    stem: &Path,
-    series: &[Series],
-    text: &ChartText,
-) -> anyhow::Result<[PathBuf; 2]> {
-    write_scene(stem, &line_scene(series, text))
+/// Writes a line chart to `STEM.svg` and `STEM.png`. Lines are clipped to the
+/// plotting area, whose y range follows the bulk of the values (see
+/// [`robust_range`]); values beyond it are marked at its edge and counted in the
+/// legend.
+pub fn line_chart(stem: &Path, chart: &LineChart) -> anyhow::Result<[PathBuf; 2]> {
+    write_scene(stem, &line_scene(chart))
 }
 
 /// Colours of successive series.
@@ -111,6 +143,8 @@ const INK: RGBColor = RGBColor(20, 20, 20);
 const GRID: RGBColor = RGBColor(225, 225, 225);
 const BEST: RGBColor = RGBColor(220, 20, 60);
 const BUDGET: RGBColor = RGBColor(110, 110, 110);
+const EPOCH_MARK: RGBColor = RGBColor(200, 210, 230);
+const CLIPPED: RGBColor = RGBColor(170, 0, 90);
 
 /// The colour of `t` in [0, 1] along the generation gradient.
 fn gradient(t: f64) -> RGBColor {
@@ -186,16 +220,70 @@ enum Shape {
         color: RGBColor,
         filled: bool,
     },
+    /// A small filled triangle centred on `at`, pointing up or down: a value beyond
+    /// the axis, drawn at the edge it lies past.
+    Triangle {
+        at: (i32, i32),
+        up: bool,
+        color: RGBColor,
+    },
     Text(Label),
 }
 
-/// A chart laid out in pixels.
-#[derive(Clone, Debug, Default, PartialEq)]
+/// A pixel rectangle: left, top, right, bottom (inclusive edges).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Rect {
+    left: i32,
+    top: i32,
+    right: i32,
+    bottom: i32,
+}
+
+impl Rect {
+    fn contains_f(&self, p: (f64, f64)) -> bool {
+        p.0 >= self.left as f64
+            && p.0 <= self.right as f64
+            && p.1 >= self.top as f64
+            && p.1 <= self.bottom as f64
+    }
+
+    #[cfg(test)]
+    fn contains(&self, x: i32, y: i32, slack: i32) -> bool {
+        x >= self.left - slack
+            && x <= self.right + slack
+            && y >= self.top - slack
+            && y <= self.bottom + slack
+    }
+}
+
+/// A chart laid out in pixels, with the areas data and legends may be drawn in (the
+/// pixel tests check that data colours stay inside them).
+#[derive(Clone, Debug, PartialEq)]
 struct Scene {
+    width: u32,
+    height: u32,
     shapes: Vec<Shape>,
+    plots: Vec<Rect>,
+    legends: Vec<Rect>,
+}
+
+impl Default for Scene {
+    fn default() -> Scene {
+        Scene::new(WIDTH, HEIGHT)
+    }
 }
 
 impl Scene {
+    fn new(width: u32, height: u32) -> Scene {
+        Scene {
+            width,
+            height,
+            shapes: Vec::new(),
+            plots: Vec::new(),
+            legends: Vec::new(),
+        }
+    }
+
     fn text(&mut self, text: &str, at: (i32, i32), size: u32, h: Align, v: Align) {
         self.shapes.push(Shape::Text(Label {
             text: text.to_string(),
@@ -313,6 +401,25 @@ struct Frame {
 }
 
 impl Frame {
+    fn rect(&self) -> Rect {
+        Rect {
+            left: self.left,
+            top: self.top,
+            right: self.right,
+            bottom: self.bottom,
+        }
+    }
+
+    /// Pixel coordinates of a data point, unrounded (for clipping).
+    fn pxf(&self, x: f64, y: f64) -> (f64, f64) {
+        let fx = (x - self.x.0) / (self.x.1 - self.x.0);
+        let fy = (y - self.y.0) / (self.y.1 - self.y.0);
+        (
+            self.left as f64 + fx * (self.right - self.left) as f64,
+            self.bottom as f64 - fy * (self.bottom - self.top) as f64,
+        )
+    }
+
     fn px(&self, x: f64, y: f64) -> (i32, i32) {
         let fx = (x - self.x.0) / (self.x.1 - self.x.0);
         let fy = (y - self.y.0) / (self.y.1 - self.y.0);
@@ -336,17 +443,18 @@ fn axes(
     let frame = Frame {
         left: MARGIN_LEFT,
         top: MARGIN_TOP,
-        right: WIDTH as i32 - MARGIN_RIGHT - legend_width,
-        bottom: HEIGHT as i32 - MARGIN_BOTTOM,
+        right: scene.width as i32 - MARGIN_RIGHT - legend_width,
+        bottom: scene.height as i32 - MARGIN_BOTTOM,
         x,
         y,
     };
     scene.shapes.push(Shape::Rect {
         from: (0, 0),
-        to: (WIDTH as i32, HEIGHT as i32),
+        to: (scene.width as i32, scene.height as i32),
         color: WHITE,
         filled: true,
     });
+    scene.plots.push(frame.rect());
     let x_max = frame.x.0.abs().max(frame.x.1.abs());
     for &t in &xt {
         let (px, _) = frame.px(t, 0.0);
@@ -391,7 +499,7 @@ fn axes(
     );
     scene.text(
         &text.x_label,
-        (mid_x, HEIGHT as i32 - 24),
+        (mid_x, scene.height as i32 - 24),
         LABEL_SIZE,
         Align::Middle,
         Align::Middle,
@@ -413,7 +521,9 @@ enum Mark {
     Dot(RGBColor),
     Ring(RGBColor),
     Line(RGBColor),
+    Thin(RGBColor),
     Dashed(RGBColor),
+    Triangle(RGBColor),
 }
 
 /// The width of the column a legend with `entries` takes right of the plot: its
@@ -431,6 +541,14 @@ fn legend_width(entries: &[(Mark, String)]) -> i32 {
 /// The legend, in the column right of the plotting area.
 fn legend(scene: &mut Scene, frame: &Frame, entries: &[(Mark, String)]) {
     let x = frame.right + 16;
+    if !entries.is_empty() {
+        scene.legends.push(Rect {
+            left: x - 2,
+            top: frame.top,
+            right: x + legend_width(entries),
+            bottom: frame.top + 20 + 22 * entries.len() as i32,
+        });
+    }
     for (i, (mark, name)) in entries.iter().enumerate() {
         let y = frame.top + 10 + 22 * i as i32;
         match mark {
@@ -447,6 +565,12 @@ fn legend(scene: &mut Scene, frame: &Frame, entries: &[(Mark, String)]) {
                 filled: false,
             }),
             Mark::Line(c) => scene.line(vec![(x, y), (x + 20, y)], *c, 2),
+            Mark::Thin(c) => scene.line(vec![(x, y), (x + 20, y)], *c, 1),
+            Mark::Triangle(c) => scene.shapes.push(Shape::Triangle {
+                at: (x + 10, y),
+                up: true,
+                color: *c,
+            }),
             Mark::Dashed(c) => {
                 scene.line(vec![(x, y), (x + 7, y)], *c, 2);
                 scene.line(vec![(x + 13, y), (x + 20, y)], *c, 2);
@@ -531,37 +655,222 @@ fn front_scene(
     scene
 }
 
-fn line_scene(series: &[Series], text: &ChartText) -> Scene {
-    let colors: Vec<RGBColor> = (0..series.len())
-        .map(|i| PALETTE[i % PALETTE.len()])
-        .collect();
-    let entries: Vec<(Mark, String)> = series
+/// Colour `c` mixed towards white by `t` in [0, 1]: the faint twin of a series colour.
+fn faint(c: RGBColor, t: f64) -> RGBColor {
+    let mix = |v: u8| (v as f64 + t * (255.0 - v as f64)).round() as u8;
+    RGBColor(mix(c.0), mix(c.1), mix(c.2))
+}
+
+/// The y range a line chart shows: every value when there are few, or when the
+/// extremes are within three times the bulk's span; otherwise the bulk (the 1st to
+/// 99th percentile, widened by a quarter of that span, never past the extremes), so
+/// that a few spikes do not squash the trend into a flat line. Values outside are
+/// marked at the edge.
+fn robust_range(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    let mut v: Vec<f64> = values.filter(|x| x.is_finite()).collect();
+    if v.len() < 20 {
+        return padded_range(v.into_iter());
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    let (q_lo, q_hi) = (at(0.01), at(0.99));
+    let span = q_hi - q_lo;
+    let (min, max) = (v[0], v[v.len() - 1]);
+    let lo = (q_lo - 0.25 * span).max(min);
+    let hi = (q_hi + 0.25 * span).min(max);
+    // Outliers that would take less than two thirds of the height stay in view.
+    if max - min <= 3.0 * (hi - lo) {
+        return padded_range([min, max].into_iter());
+    }
+    padded_range([lo, hi].into_iter())
+}
+
+/// The part of the segment `a`–`b` inside `r` (Liang–Barsky), or `None`.
+fn clip_segment(a: (f64, f64), b: (f64, f64), r: &Rect) -> Option<((f64, f64), (f64, f64))> {
+    let (dx, dy) = (b.0 - a.0, b.1 - a.1);
+    let (mut t0, mut t1) = (0.0f64, 1.0f64);
+    let edges = [
+        (-dx, a.0 - r.left as f64),
+        (dx, r.right as f64 - a.0),
+        (-dy, a.1 - r.top as f64),
+        (dy, r.bottom as f64 - a.1),
+    ];
+    for (p, q) in edges {
+        if p == 0.0 {
+            if q < 0.0 {
+                return None;
+            }
+            continue;
+        }
+        let t = q / p;
+        if p < 0.0 {
+            t0 = t0.max(t);
+        } else {
+            t1 = t1.min(t);
+        }
+        if t0 > t1 {
+            return None;
+        }
+    }
+    let at = |t: f64| (a.0 + t * dx, a.1 + t * dy);
+    Some((at(t0), at(t1)))
+}
+
+/// The visible runs of a polyline clipped to `r`, in whole pixels.
+fn clip_polyline(points: &[(f64, f64)], r: &Rect) -> Vec<Vec<(i32, i32)>> {
+    let round = |p: (f64, f64)| (p.0.round() as i32, p.1.round() as i32);
+    let mut runs: Vec<Vec<(i32, i32)>> = Vec::new();
+    let mut open = false;
+    for pair in points.windows(2) {
+        match clip_segment(pair[0], pair[1], r) {
+            Some((p, q)) => {
+                let (p, q) = (round(p), round(q));
+                let continues = open && runs.last().and_then(|run| run.last()) == Some(&p);
+                if !continues {
+                    runs.push(vec![p]);
+                }
+                runs.last_mut().expect("a run was opened").push(q);
+                // The run goes on only when the segment ended inside the rectangle.
+                open = q == round(pair[1]);
+            }
+            None => open = false,
+        }
+    }
+    runs
+}
+
+/// The smoothing weight of an exponential moving average over `n` points: none for
+/// a handful, about a fortieth of the run for long ones, at most 0.99.
+pub fn ema_weight(n: usize) -> f64 {
+    (1.0 - 40.0 / n.max(1) as f64).clamp(0.0, 0.99)
+}
+
+/// An exponential moving average with weight `w` on the past, corrected for its
+/// start at zero (as TensorBoard's smoothing is); non-finite values are skipped.
+pub fn ema(points: &[(f64, f64)], w: f64) -> Vec<(f64, f64)> {
+    let mut acc = 0.0;
+    let mut norm = 0.0;
+    points
+        .iter()
+        .filter(|p| p.0.is_finite() && p.1.is_finite())
+        .map(|&(x, y)| {
+            acc = w * acc + (1.0 - w) * y;
+            norm = w * norm + (1.0 - w);
+            (x, if norm > 0.0 { acc / norm } else { y })
+        })
+        .collect()
+}
+
+fn line_scene(chart: &LineChart) -> Scene {
+    let mut colors = Vec::new();
+    let mut next = 0;
+    for s in &chart.series {
+        // A faint series is the raw twin of the series before it and shares its hue.
+        if s.style == SeriesStyle::Faint && next > 0 {
+            colors.push(faint(PALETTE[(next - 1) % PALETTE.len()], 0.7));
+        } else {
+            colors.push(PALETTE[next % PALETTE.len()]);
+            next += 1;
+        }
+    }
+    let all = || chart.series.iter().flat_map(|s| s.points.iter());
+    let x = padded_range(all().map(|p| p.0));
+    let y = robust_range(all().map(|p| p.1));
+    let beyond = all()
+        .filter(|p| p.0.is_finite() && p.1.is_finite() && (p.1 < y.0 || p.1 > y.1))
+        .count();
+    let mut entries: Vec<(Mark, String)> = chart
+        .series
         .iter()
         .zip(&colors)
-        .map(|(s, &c)| (Mark::Line(c), s.name.clone()))
+        .map(|(s, &c)| match s.style {
+            SeriesStyle::Faint => (Mark::Thin(c), s.name.clone()),
+            _ => (Mark::Line(c), s.name.clone()),
+        })
         .collect();
-    let mut scene = Scene::default();
-    let all = || series.iter().flat_map(|s| s.points.iter());
-    let x = padded_range(all().map(|p| p.0));
-    let y = padded_range(all().map(|p| p.1));
-    let frame = axes(&mut scene, x, y, text, legend_width(&entries));
-    for (s, &color) in series.iter().zip(&colors) {
-        let mut run: Vec<(i32, i32)> = Vec::new();
+    if let Some(m) = &chart.marks {
+        entries.push((Mark::Thin(EPOCH_MARK), m.name.clone()));
+    }
+    if beyond > 0 {
+        let noun = if beyond == 1 { "value" } else { "values" };
+        entries.push((
+            Mark::Triangle(CLIPPED),
+            format!("{beyond} {noun} off the axis"),
+        ));
+    }
+    let lw = legend_width(&entries);
+    let mut scene = Scene::new(WIDTH + (lw - LEGEND_FITS).max(0) as u32, HEIGHT);
+    let frame = axes(&mut scene, x, y, &chart.text, lw);
+    let rect = frame.rect();
+    if let Some(m) = &chart.marks {
+        for &at in m.at.iter().filter(|v| v.is_finite()) {
+            let (px, _) = frame.px(at, y.0);
+            if px > frame.left && px < frame.right {
+                scene.line(
+                    vec![(px, frame.top + 1), (px, frame.bottom - 1)],
+                    EPOCH_MARK,
+                    1,
+                );
+            }
+        }
+    }
+    // Faint series first, so the lines they accompany are drawn over them.
+    let mut order: Vec<usize> = (0..chart.series.len()).collect();
+    order.sort_by_key(|&i| chart.series[i].style != SeriesStyle::Faint);
+    for i in order {
+        let (s, color) = (&chart.series[i], colors[i]);
+        let width = if s.style == SeriesStyle::Faint { 1 } else { 2 };
+        let mut run: Vec<(f64, f64)> = Vec::new();
         for &(x, y) in s.points.iter().chain([(f64::NAN, f64::NAN)].iter()) {
             if x.is_finite() && y.is_finite() {
-                run.push(frame.px(x, y));
+                run.push(frame.pxf(x, y));
                 continue;
             }
             // A point standing alone between gaps is drawn as a dot.
-            if let [only] = run.as_slice() {
+            if let [only] = run.as_slice()
+                && rect.contains_f(*only)
+            {
                 scene.shapes.push(Shape::Dot {
-                    at: *only,
+                    at: (only.0.round() as i32, only.1.round() as i32),
                     radius: 3,
                     color,
                     filled: true,
                 });
             }
-            scene.line(std::mem::take(&mut run), color, 2);
+            for visible in clip_polyline(&run, &rect) {
+                scene.line(visible, color, width);
+            }
+            run.clear();
+        }
+        if s.style == SeriesStyle::Points {
+            for &(x, y) in s
+                .points
+                .iter()
+                .filter(|p| p.0.is_finite() && p.1.is_finite())
+            {
+                let p = frame.pxf(x, y);
+                if rect.contains_f(p) {
+                    scene.shapes.push(Shape::Dot {
+                        at: (p.0.round() as i32, p.1.round() as i32),
+                        radius: 3,
+                        color,
+                        filled: true,
+                    });
+                }
+            }
+        }
+    }
+    // Values past the y range: a triangle at the edge they lie beyond.
+    for &(x, v) in all().filter(|p| p.0.is_finite() && p.1.is_finite()) {
+        if v < y.0 || v > y.1 {
+            let (px, _) = frame.px(x, y.0);
+            let up = v > y.1;
+            let py = if up { frame.top + 6 } else { frame.bottom - 6 };
+            scene.shapes.push(Shape::Triangle {
+                at: (px.clamp(frame.left + 5, frame.right - 5), py),
+                up,
+                color: CLIPPED,
+            });
         }
     }
     legend(&mut scene, &frame, &entries);
@@ -594,14 +903,30 @@ fn style(color: RGBColor, filled: bool, width: u32) -> ShapeStyle {
     }
 }
 
-/// Draws every shape but the labels.
+/// Draws every shape but the labels. With `split_joins`, a line wider than a pixel
+/// is drawn one segment at a time: plotters' bitmap backend joins wide segments
+/// with unlimited miters, which shoot far past the points at sharp turns.
 fn draw_shapes<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     scene: &Scene,
+    split_joins: bool,
 ) -> anyhow::Result<()> {
     let fail = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("drawing the chart: {e}");
     for shape in &scene.shapes {
         match shape {
+            Shape::Line {
+                points,
+                color,
+                width,
+            } if split_joins && *width > 1 => {
+                for pair in points.windows(2) {
+                    area.draw(&PathElement::new(
+                        pair.to_vec(),
+                        style(*color, false, *width),
+                    ))
+                    .map_err(fail)?;
+                }
+            }
             Shape::Line {
                 points,
                 color,
@@ -612,6 +937,16 @@ fn draw_shapes<DB: DrawingBackend>(
                     style(*color, false, *width),
                 ))
                 .map_err(fail)?,
+            Shape::Triangle { at, up, color } => {
+                let (x, y) = *at;
+                let tip = if *up { y - 4 } else { y + 4 };
+                let base = if *up { y + 3 } else { y - 3 };
+                area.draw(&Polygon::new(
+                    vec![(x, tip), (x - 4, base), (x + 4, base)],
+                    style(*color, true, 1),
+                ))
+                .map_err(fail)?
+            }
             Shape::Dot {
                 at,
                 radius,
@@ -637,8 +972,9 @@ fn draw_shapes<DB: DrawingBackend>(
 fn render_svg(scene: &Scene) -> anyhow::Result<String> {
     let mut out = String::new();
     {
-        let area = SVGBackend::with_string(&mut out, (WIDTH, HEIGHT)).into_drawing_area();
-        draw_shapes(&area, scene)?;
+        let area =
+            SVGBackend::with_string(&mut out, (scene.width, scene.height)).into_drawing_area();
+        draw_shapes(&area, scene, false)?;
         for label in scene.labels() {
             // plotters writes an SVG font size of size / 1.24; undo that so both
             // renderings agree.
@@ -659,11 +995,12 @@ fn render_svg(scene: &Scene) -> anyhow::Result<String> {
 }
 
 fn render_png(scene: &Scene) -> anyhow::Result<Vec<u8>> {
-    let (w, h) = (WIDTH as usize, HEIGHT as usize);
+    let (w, h) = (scene.width as usize, scene.height as usize);
     let mut pixels = vec![255u8; w * h * 3];
     {
-        let area = BitMapBackend::with_buffer(&mut pixels, (WIDTH, HEIGHT)).into_drawing_area();
-        draw_shapes(&area, scene)?;
+        let area = BitMapBackend::with_buffer(&mut pixels, (scene.width, scene.height))
+            .into_drawing_area();
+        draw_shapes(&area, scene, true)?;
         area.present()
             .map_err(|e| anyhow!("drawing the chart: {e}"))?;
     }
@@ -679,8 +1016,8 @@ fn render_png(scene: &Scene) -> anyhow::Result<Vec<u8>> {
     image::ImageEncoder::write_image(
         image::codecs::png::PngEncoder::new(&mut png),
         &pixels,
-        WIDTH,
-        HEIGHT,
+        scene.width,
+        scene.height,
         image::ExtendedColorType::Rgb8,
     )
     .context("encoding the PNG")?;
@@ -859,6 +1196,9 @@ mod pixel_font {
         }
     }
 }
+
+mod config_map;
+pub use config_map::config_chart;
 
 #[cfg(test)]
 mod tests;

@@ -61,12 +61,34 @@ fn check_report(out: &Path, min_accuracy: f64) -> serde_json::Value {
     for f in [
         "model.onnx",
         "report.md",
+        "report.html",
+        "config.json",
         "loss.svg",
         "loss.png",
         "val_accuracy.png",
     ] {
         assert!(out.join(f).is_file(), "{f} is missing");
     }
+    // The chosen config is a table in the report and a file beside it.
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        md.contains("## Chosen adapters") && !md.contains("```json"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| **total** |") && md.contains("![Training loss"),
+        "{md}"
+    );
+    let config = json(&out.join("config.json"));
+    assert_eq!(config, r["config"]);
+    let rows = r["layers"].as_array().expect("per-layer rows");
+    assert_eq!(rows.len(), r["adapted_layers"].as_u64().unwrap() as usize);
+    let summed: u64 = rows
+        .iter()
+        .flat_map(|row| row["params"].as_array().unwrap().iter())
+        .map(|p| p.as_u64().unwrap())
+        .sum();
+    assert_eq!(summed, r["adapter_params"].as_u64().unwrap());
     r
 }
 
@@ -106,6 +128,19 @@ fn glora_and_lora_pipelines_report_verified_models() {
     let r = check_report(&run, 0.0);
     assert!(r["adapter_params"].as_u64().unwrap() <= lora_params);
     assert!(run.join("search.json").is_file() && run.join("search_front.png").is_file());
+    assert!(run.join("config.png").is_file() && run.join("config.svg").is_file());
+    // inspect prints the chosen config as the same per-layer table.
+    let inspected = ok(&["inspect", s(&run.join("supernet.glora"))]);
+    assert!(inspected.contains("chosen config"), "{inspected}");
+    let total_line = inspected
+        .lines()
+        .find(|l| l.trim_start().starts_with("total "))
+        .expect("a total row");
+    let adapter = r["adapter_params"].as_u64().unwrap().to_string();
+    assert!(
+        total_line.trim_end().ends_with(&adapter),
+        "{total_line} vs {adapter}"
+    );
     let search = json(&run.join("search.json"));
     for e in search["evaluated"].as_array().unwrap() {
         assert!(
@@ -224,4 +259,45 @@ fn the_demo_compares_four_methods_and_verifies_every_export() {
     let glora_report = json(&out.join("glora").join("report.json"));
     assert_eq!(glora_report["base_ops"], glora_report["merged_ops"]);
     assert!(out.join("report.md").is_file());
+
+    // The comparison page links every method's page, and every page opens in a
+    // browser with no console error and every chart drawn.
+    let page = std::fs::read_to_string(out.join("report.html")).unwrap();
+    for method in ["pretrain", "head-only", "lora", "glora", "full"] {
+        let link = format!("href=\"{method}/report.html\"");
+        assert!(page.contains(&link), "{link} missing");
+        assert!(out.join(method).join("report.html").is_file(), "{method}");
+    }
+    let glora_page = std::fs::read_to_string(out.join("glora").join("report.html")).unwrap();
+    // Loss, validation, search front and chosen adapters, all inline.
+    assert_eq!(glora_page.matches("<svg").count(), 4, "charts inline");
+    assert!(
+        !glora_page.contains("<img") && !glora_page.contains("http"),
+        "self-contained"
+    );
+    let Some(browser) = common::chromium() else {
+        return;
+    };
+    for (page, charts) in [
+        (out.join("report.html"), 4),
+        (out.join("glora").join("report.html"), 4),
+        (out.join("lora").join("report.html"), 3),
+    ] {
+        let shot = page.with_extension("png");
+        let view = common::open_in_browser(&browser, &page, &shot);
+        assert!(
+            view.console.is_empty(),
+            "{}: {:?}",
+            page.display(),
+            view.console
+        );
+        assert_eq!(view.charts, charts, "{}", page.display());
+        let image = image::open(&shot).expect("a screenshot").to_rgb8();
+        let inked = image.pixels().filter(|p| p.0 != [255, 255, 255]).count();
+        assert!(
+            inked * 200 > image.pixels().len(),
+            "{}: the screenshot is nearly blank",
+            page.display()
+        );
+    }
 }

@@ -126,26 +126,12 @@ fn inspect_supernet(dir: &Path) -> anyhow::Result<ExitCode> {
         .max(4);
     let config = manifest.config.as_ref();
     println!(
-        "  {:<w$}  {:>6}  {:>6}  {:<4}  {:<6}  {:>10}{}",
-        "name",
-        "in",
-        "out",
-        "bias",
-        "kind",
-        "params",
-        if config.is_some() {
-            "  config (params)"
-        } else {
-            ""
-        }
+        "  {:<w$}  {:>6}  {:>6}  {:<4}  {:<6}  {:>10}",
+        "name", "in", "out", "bias", "kind", "params"
     );
     for l in &manifest.layers {
-        let chosen = config
-            .and_then(|c| c.get(&l.name))
-            .map(|c| format!("  {c} ({})", group(layer_params(l.shape(), c))))
-            .unwrap_or_default();
         println!(
-            "  {:<w$}  {:>6}  {:>6}  {:<4}  {:<6}  {:>10}{chosen}",
+            "  {:<w$}  {:>6}  {:>6}  {:<4}  {:<6}  {:>10}",
             l.name,
             l.d_in,
             l.d_out,
@@ -153,6 +139,17 @@ fn inspect_supernet(dir: &Path) -> anyhow::Result<ExitCode> {
             format!("{:?}", l.kind),
             group(supernet_params(l.shape(), space.max_rank()))
         );
+    }
+    if let Some(c) = config {
+        let shapes: Vec<(String, crate::glora::LayerShape)> = manifest
+            .layers
+            .iter()
+            .map(|l| (l.name.clone(), l.shape()))
+            .collect();
+        println!("chosen config (parameters each layer reads):");
+        for line in crate::glora::table::text_table(&crate::glora::layer_rows(&shapes, c)).lines() {
+            println!("  {line}");
+        }
     }
     let supernet: usize = manifest
         .layers

@@ -6,7 +6,8 @@
 //! ([`init`]). This module holds the options and their strings, per-layer and
 //! whole-model configs with their JSON form ([`config`]), the search space
 //! ([`space`]), parameter counting ([`params`]), initialisation, and the merge into
-//! plain weights together with an unmerged reference forward ([`merge`](mod@merge)).
+//! plain weights together with an unmerged reference forward ([`merge`](mod@merge)),
+//! and a chosen config as a per-layer table ([`table`]).
 //!
 //! Weights come in as plain f32 slices or [`crate::ir::Tensor`]s taken from the
 //! imported model; the insertion and reparameterisation passes, the trainer, the
@@ -18,6 +19,7 @@ pub mod merge;
 pub mod options;
 pub mod params;
 pub mod space;
+pub mod table;
 
 pub use config::{ConfigError, LayerConfig, ModelConfig};
 pub use init::{AdapterError, AdapterTensors, TENSOR_SUFFIXES, tensor_names};
@@ -28,3 +30,4 @@ pub use params::{
     layer_param_range, layer_params, model_param_range, model_params, supernet_params,
 };
 pub use space::{SearchSpace, SpaceError};
+pub use table::{LayerRow, layer_rows};

@@ -4,7 +4,7 @@
 //! methods on the same splits — head only, LoRA, GLoRA (supernet, search under LoRA's
 //! parameter count) and full fine-tuning — each through the pipeline, so every merged
 //! ONNX is verified in tract and tested once. The comparison goes to the terminal and
-//! to `report.md`/`report.json` in the output folder.
+//! to `report.md`/`report.json`/`report.html` in the output folder.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -218,7 +218,79 @@ pub fn run_demo(out: &Path, device: &Device) -> anyhow::Result<DemoReport> {
     };
     write_json(&out.join("report.json"), &report)?;
     crate::io::write_atomic(&out.join("report.md"), markdown(&report).as_bytes())?;
+    crate::io::write_atomic(
+        &out.join(super::report::HTML_FILE),
+        html(&report).as_bytes(),
+    )?;
     Ok(report)
+}
+
+/// The comparison as a page linking each method's own report.
+fn html(r: &DemoReport) -> String {
+    use super::html::{MethodLink, comparison_page, esc};
+    let page = |dir: &str| format!("{dir}/{}", super::report::HTML_FILE);
+    let methods: Vec<MethodLink> = r
+        .rows
+        .iter()
+        .map(|row| MethodLink {
+            method: &row.method,
+            cells: vec![
+                row.adapter_params.to_string(),
+                row.head_params.to_string(),
+                row.val_accuracy
+                    .map_or("–".to_string(), |v| format!("{:.2}%", 100.0 * v)),
+                format!("{:.2}%", 100.0 * row.test_accuracy),
+                format!("{:.1e}", row.tract_max_abs_error),
+                format!("{:.1}", row.seconds),
+            ],
+            page: page(&row.method),
+        })
+        .collect();
+    let mut extra = format!(
+        "<p>Pre-training on digits 0–4: <a href=\"{}\">its report</a> (test accuracy {:.2}%). \
+         Total time {:.1} s.</p>\n<h2>Validation accuracy per epoch</h2>\n",
+        esc(&page("pretrain")),
+        100.0 * r.source_test_accuracy,
+        r.seconds
+    );
+    let curves: Vec<(String, std::path::PathBuf)> = r
+        .rows
+        .iter()
+        .filter_map(|row| {
+            let dir = row.model.parent()?;
+            Some((row.method.clone(), dir.join("val_accuracy.svg")))
+        })
+        .collect();
+    extra.push_str(&super::html::figure_grid(&curves));
+    comparison_page(
+        "glora demo",
+        &intro(r),
+        &[
+            "method",
+            "trained parameters",
+            "head",
+            "val acc",
+            "test acc",
+            "tract error",
+            "seconds",
+        ],
+        &methods,
+        &extra,
+    )
+}
+
+/// What the demo did, in a paragraph.
+fn intro(r: &DemoReport) -> String {
+    format!(
+        "A ViT (8×8 grey images, patch 2, dim 64, depth 4) pre-trained on UCI digits 0–4 \
+         (test accuracy {:.2}%), adapted to digits 5–9 from {SHOTS} images per class. \
+         Every method trains {EPOCHS} epochs; GLoRA trains its supernet for \
+         {SUPERNET_EPOCHS}, searches under LoRA's adapter parameter count ({}) and \
+         retrains the chosen subnet for {RETRAIN_EPOCHS} epochs. Every merged model was \
+         verified in tract and tested once on the held-out target images.",
+        100.0 * r.source_test_accuracy,
+        r.lora_budget
+    )
 }
 
 /// Trainable weights of full fine-tuning: every float tensor of the model.
@@ -260,17 +332,7 @@ pub fn table(r: &DemoReport) -> String {
 fn markdown(r: &DemoReport) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "# glora demo\n");
-    let _ = writeln!(
-        s,
-        "A ViT (8×8 grey images, patch 2, dim 64, depth 4) pre-trained on UCI digits 0–4 \
-         (test accuracy {:.2}%), adapted to digits 5–9 from {SHOTS} images per class. \
-         Every method trains {EPOCHS} epochs; GLoRA trains its supernet for \
-         {SUPERNET_EPOCHS}, searches under LoRA's adapter parameter count ({}) and \
-         retrains the chosen subnet for {RETRAIN_EPOCHS} epochs. Every merged model was verified in tract and tested \
-         once on the held-out target images.\n",
-        100.0 * r.source_test_accuracy,
-        r.lora_budget
-    );
+    let _ = writeln!(s, "{}\n", intro(r));
     s.push_str(&table(r));
     let _ = writeln!(s, "\nTotal time {:.1} s.", r.seconds);
     s

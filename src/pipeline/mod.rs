@@ -9,6 +9,7 @@
 //! continues where it stopped (training resumes from its checkpoint).
 
 pub mod demo;
+mod html;
 mod report;
 
 use std::path::{Path, PathBuf};
@@ -483,6 +484,7 @@ pub fn run_pipeline(
         train: trained,
         search: search_summary.map(|s| s.stats),
         stage_seconds: times,
+        layers: crate::glora::layer_rows(&net.shapes(), &config),
         config,
     };
     report::write(&report, &paths)?;

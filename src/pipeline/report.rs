@@ -1,14 +1,18 @@
-//! The report of a pipeline run: `report.json` (every figure, for scripts) and
-//! `report.md` (the same for people), both written atomically into the run folder,
-//! with the training curves plotted beside them.
+//! The report of a pipeline run: `report.json` (every figure, for scripts),
+//! `report.md` and `report.html` (the same for people) and `config.json` (the chosen
+//! config), all written atomically into the run folder, with the training curves,
+//! the search front and the chosen adapters plotted beside them.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+
+use anyhow::Context;
 
 use serde::{Deserialize, Serialize};
 
 use super::{RunPaths, StageSummary, write_json};
 use crate::glora::ModelConfig;
+use crate::glora::table::{LayerRow, markdown_table};
 
 /// Wall-clock time of one stage of this invocation (0 when its result was reused).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -53,67 +57,163 @@ pub struct PipelineReport {
     pub search: Option<SearchStats>,
     pub stage_seconds: Vec<StageTime>,
     pub config: ModelConfig,
+    /// The chosen config per layer, with the parameters each term reads.
+    #[serde(default)]
+    pub layers: Vec<LayerRow>,
 }
 
-/// Writes `report.json`, `report.md` and the plots: training loss and validation
-/// accuracy per step, and the search front when there was a search.
+/// The chosen config, beside the report.
+pub const CONFIG_FILE: &str = "config.json";
+/// The self-contained page of the run.
+pub const HTML_FILE: &str = "report.html";
+
+/// Writes the plots (training loss, validation per epoch, the search front when
+/// there was a search, the chosen adapters when they read any parameter), then
+/// `config.json`, `report.json`, `report.md` and `report.html`.
 pub fn write(r: &PipelineReport, paths: &RunPaths) -> anyhow::Result<()> {
-    write_json(&paths.report_json, r)?;
-    crate::io::write_atomic(&paths.report_md, markdown(r).as_bytes())?;
     plot_curves(paths)?;
     if paths.search.is_file() {
         plot_front(paths, r.budget)?;
     }
+    if r.layers.iter().any(|l| l.total() > 0) {
+        crate::plot::config_chart(
+            &paths.root.join("config"),
+            &r.layers,
+            &format!(
+                "Chosen adapters ({}, {} parameters)",
+                r.method, r.adapter_params
+            ),
+        )?;
+    }
+    let config = paths.root.join(CONFIG_FILE);
+    crate::io::write_atomic(&config, r.config.to_json().as_bytes())
+        .with_context(|| config.display().to_string())?;
+    write_json(&paths.report_json, r)?;
+    crate::io::write_atomic(&paths.report_md, markdown(r, &paths.root).as_bytes())?;
+    let html = paths.root.join(HTML_FILE);
+    crate::io::write_atomic(&html, super::html::pipeline_page(r, &paths.root).as_bytes())
+        .with_context(|| html.display().to_string())?;
     Ok(())
 }
 
-/// (step, value) of `key` in a metrics file, in file order.
-fn metric(path: &std::path::Path, key: &str) -> Vec<(f64, f64)> {
+/// The lines of a metrics file that carry `key`: (step, epoch, value), in file order.
+fn metric(path: &std::path::Path, key: &str) -> Vec<(f64, f64, f64)> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| Some((v.get("step")?.as_f64()?, v.get(key)?.as_f64()?)))
+        .filter_map(|v| {
+            Some((
+                v.get("step")?.as_f64()?,
+                v.get("epoch").and_then(|e| e.as_f64()).unwrap_or(0.0),
+                v.get(key)?.as_f64()?,
+            ))
+        })
         .collect()
 }
 
+/// The steps after which an epoch ended, but the last: where a new epoch begins.
+fn epoch_ends(rows: &[(f64, f64, f64)]) -> Vec<f64> {
+    rows.windows(2)
+        .filter(|w| w[1].1 != w[0].1)
+        .map(|w| w[0].0)
+        .collect()
+}
+
+/// `2nd`, `3rd`, `11th`, `21st`, …
+fn ordinal(n: usize) -> String {
+    let suffix = match (n % 10, n % 100) {
+        (_, 11..=13) => "th",
+        (1, _) => "st",
+        (2, _) => "nd",
+        (3, _) => "rd",
+        _ => "th",
+    };
+    format!("{n}{suffix}")
+}
+
+/// At most `most` of `marks`, every k-th, and the k.
+fn thin_marks(marks: Vec<f64>, most: usize) -> (Vec<f64>, usize) {
+    let k = marks.len().div_ceil(most.max(1)).max(1);
+    let kept = marks
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| (i + 1) % k == 0)
+        .map(|(_, m)| m)
+        .collect();
+    (kept, k)
+}
+
+/// The training loss (smoothed over the raw values, epochs marked) and the
+/// validation metric per epoch. Retraining follows training on the same step axis.
 fn plot_curves(paths: &RunPaths) -> anyhow::Result<()> {
-    use crate::plot::{ChartText, Series, line_chart};
+    use crate::plot::{
+        ChartText, LineChart, Marks, Series, SeriesStyle, ema, ema_weight, line_chart,
+    };
     let runs = [
         ("training", paths.supernet.join("metrics.jsonl")),
         ("retraining", paths.supernet.join("retrain_metrics.jsonl")),
     ];
-    let mut loss = Vec::new();
-    let mut acc = Vec::new();
+    let mut loss = LineChart {
+        text: ChartText::new("Training loss", "step", "cross-entropy"),
+        ..LineChart::default()
+    };
+    let mut val = LineChart {
+        text: ChartText::new("Validation accuracy per epoch", "step", "accuracy"),
+        ..LineChart::default()
+    };
+    let mut val_is_loss = false;
+    let mut ends = Vec::new();
+    let mut offset = 0.0;
     for (name, file) in &runs {
-        let l = metric(file, "loss");
-        if !l.is_empty() {
-            loss.push(Series {
-                name: format!("{name} loss"),
-                points: l,
+        let rows = metric(file, "loss");
+        if rows.is_empty() {
+            continue;
+        }
+        let raw: Vec<(f64, f64)> = rows.iter().map(|r| (offset + r.0, r.2)).collect();
+        let w = ema_weight(raw.len());
+        loss.series.push(Series {
+            name: format!("{name} (EMA {w:.2})"),
+            points: ema(&raw, w),
+            style: SeriesStyle::Line,
+        });
+        loss.series.push(Series {
+            name: format!("{name} (raw)"),
+            points: raw,
+            style: SeriesStyle::Faint,
+        });
+        ends.extend(epoch_ends(&rows).into_iter().map(|s| offset + s));
+        let mut v = metric(file, "val_acc");
+        if v.is_empty() {
+            v = metric(file, "val_loss");
+            val_is_loss |= !v.is_empty();
+        }
+        if !v.is_empty() {
+            val.series.push(Series {
+                name: name.to_string(),
+                points: v.iter().map(|r| (offset + r.0, r.2)).collect(),
+                style: SeriesStyle::Points,
             });
         }
-        let a = metric(file, "val_acc");
-        if !a.is_empty() {
-            acc.push(Series {
-                name: format!("{name} val acc"),
-                points: a,
-            });
-        }
+        offset += rows.last().map_or(0.0, |r| r.0);
     }
-    if !loss.is_empty() {
-        line_chart(
-            &paths.root.join("loss"),
-            &loss,
-            &ChartText::new("Training loss", "step", "cross-entropy"),
-        )?;
+    if !ends.is_empty() {
+        let (at, k) = thin_marks(ends, 40);
+        let name = if k == 1 {
+            "epoch boundary".to_string()
+        } else {
+            format!("every {} epoch", ordinal(k))
+        };
+        loss.marks = Some(Marks { name, at });
     }
-    if !acc.is_empty() {
-        line_chart(
-            &paths.root.join("val_accuracy"),
-            &acc,
-            &ChartText::new("Validation accuracy", "step", "accuracy"),
-        )?;
+    if !loss.series.is_empty() {
+        line_chart(&paths.root.join("loss"), &loss)?;
+    }
+    if val_is_loss {
+        val.text = ChartText::new("Validation loss per epoch", "step", "loss");
+    }
+    if !val.series.is_empty() {
+        line_chart(&paths.root.join("val_accuracy"), &val)?;
     }
     Ok(())
 }
@@ -155,8 +255,8 @@ fn pct(x: f32) -> String {
     format!("{:.2}%", 100.0 * x)
 }
 
-/// The report as Markdown.
-pub fn markdown(r: &PipelineReport) -> String {
+/// The report as Markdown; figures found in `dir` are linked.
+pub fn markdown(r: &PipelineReport, dir: &std::path::Path) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "# glora pipeline report\n");
     let _ = writeln!(s, "| | |\n|---|---|");
@@ -221,10 +321,48 @@ pub fn markdown(r: &PipelineReport) -> String {
             r.merged_ops.get(op).copied().unwrap_or(0)
         );
     }
-    let _ = writeln!(
-        s,
-        "\n## Chosen config\n\n```json\n{}\n```",
-        r.config.to_json()
-    );
+    let figures: Vec<_> = super::html::FIGURES
+        .iter()
+        .filter(|(stem, _)| dir.join(format!("{stem}.png")).is_file())
+        .collect();
+    if !figures.is_empty() {
+        let _ = writeln!(s, "\n## Figures\n");
+        for (stem, caption) in figures {
+            let _ = writeln!(s, "![{caption}]({stem}.png)\n");
+        }
+    }
+    if !r.layers.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n## Chosen adapters\n\nThe config itself is [`{CONFIG_FILE}`]({CONFIG_FILE}).\n"
+        );
+        s.push_str(&markdown_table(&r.layers));
+    }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epoch_marks_fall_where_the_epoch_changes_and_thin_out() {
+        let rows: Vec<(f64, f64, f64)> = (1..=12)
+            .map(|s| (s as f64, ((s - 1) / 4) as f64, 0.0))
+            .collect();
+        // Steps 1-4 are epoch 0, 5-8 epoch 1, 9-12 epoch 2.
+        assert_eq!(epoch_ends(&rows), vec![4.0, 8.0]);
+        let (kept, k) = thin_marks((1..=100).map(f64::from).collect(), 40);
+        assert_eq!(k, 3);
+        assert_eq!(kept.len(), 33);
+        assert_eq!(kept[0], 3.0);
+        assert_eq!(thin_marks(vec![1.0, 2.0], 40), (vec![1.0, 2.0], 1));
+        let words: Vec<String> = [1, 2, 3, 4, 11, 12, 13, 21, 22, 101].map(ordinal).to_vec();
+        assert_eq!(
+            words,
+            [
+                "1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "101st"
+            ]
+        );
+    }
 }

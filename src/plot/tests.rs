@@ -204,24 +204,35 @@ fn the_search_front_is_written_as_svg_and_png() {
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
 }
 
+fn line(name: &str, points: Vec<(f64, f64)>) -> Series {
+    Series {
+        name: name.into(),
+        points,
+        style: SeriesStyle::Line,
+    }
+}
+
 #[test]
 fn a_line_chart_draws_each_series_in_its_colour() {
     let dir = tempfile::tempdir().unwrap();
     let stem = dir.path().join("curves");
-    let series = vec![
-        Series {
-            name: "train loss".into(),
-            points: (0..50)
-                .map(|i| (i as f64, 2.0 / (1.0 + i as f64)))
-                .collect(),
-        },
-        Series {
-            name: "val loss".into(),
-            points: vec![(0.0, 1.8), (10.0, f64::NAN), (20.0, 0.5), (49.0, 0.3)],
-        },
-    ];
-    let text = ChartText::new("Loss", "step", "loss");
-    let [svg, png] = line_chart(&stem, &series, &text).unwrap();
+    let chart = LineChart {
+        text: ChartText::new("Loss", "step", "loss"),
+        series: vec![
+            line(
+                "train loss",
+                (0..50)
+                    .map(|i| (i as f64, 2.0 / (1.0 + i as f64)))
+                    .collect(),
+            ),
+            line(
+                "val loss",
+                vec![(0.0, 1.8), (10.0, f64::NAN), (20.0, 0.5), (49.0, 0.3)],
+            ),
+        ],
+        marks: None,
+    };
+    let [svg, png] = line_chart(&stem, &chart).unwrap();
     let svg_text = std::fs::read_to_string(&svg).unwrap();
     assert!(svg_text.contains("train loss") && svg_text.contains("val loss"));
     let image = decode(&png);
@@ -229,7 +240,7 @@ fn a_line_chart_draws_each_series_in_its_colour() {
     assert!(has(PALETTE[0]) && has(PALETTE[1]));
     // The NaN breaks the second series: its first point stands alone (a dot) and
     // the rest is one line.
-    let scene = line_scene(&series, &text);
+    let scene = line_scene(&chart);
     let lines_of_second = scene
         .shapes
         .iter()
@@ -245,9 +256,249 @@ fn a_line_chart_draws_each_series_in_its_colour() {
 }
 
 #[test]
+fn segments_are_clipped_to_the_rectangle() {
+    let r = Rect {
+        left: 0,
+        top: 0,
+        right: 10,
+        bottom: 10,
+    };
+    // Inside: unchanged. Crossing the right edge: cut at x = 10, halfway up.
+    assert_eq!(
+        clip_segment((1.0, 1.0), (4.0, 5.0), &r),
+        Some(((1.0, 1.0), (4.0, 5.0)))
+    );
+    assert_eq!(
+        clip_segment((5.0, 5.0), (15.0, 0.0), &r),
+        Some(((5.0, 5.0), (10.0, 2.5)))
+    );
+    // Passing above the rectangle: nothing.
+    assert_eq!(clip_segment((-5.0, -1.0), (15.0, -2.0), &r), None);
+    // A spike out through the top and back splits the line into two runs.
+    let runs = clip_polyline(
+        &[(0.0, 5.0), (4.0, 5.0), (5.0, -95.0), (6.0, 5.0), (9.0, 5.0)],
+        &r,
+    );
+    assert_eq!(
+        runs,
+        vec![vec![(0, 5), (4, 5), (4, 0)], vec![(6, 0), (6, 5), (9, 5)]]
+    );
+}
+
+#[test]
+fn the_moving_average_starts_unbiased_and_follows_the_values() {
+    let pts = vec![(0.0, 2.0), (1.0, 2.0), (2.0, 2.0)];
+    // A constant series stays constant from the first point (no pull towards 0).
+    for (_, y) in ema(&pts, 0.9) {
+        assert!((y - 2.0).abs() < 1e-12);
+    }
+    // Hand-worked, w = 0.5 over the values 0, 4: acc = 0.5·(0.5·0) + 0.5·4 = 2,
+    // norm = 0.5·0.5 + 0.5 = 0.75, so the second point is 2 / 0.75 = 8/3.
+    let s = ema(&[(0.0, 0.0), (1.0, 4.0)], 0.5);
+    assert_eq!(s[0], (0.0, 0.0));
+    assert!((s[1].1 - 8.0 / 3.0).abs() < 1e-12);
+    assert_eq!(ema_weight(10), 0.0);
+    assert!((ema_weight(1600) - 0.975).abs() < 1e-12);
+    assert_eq!(ema_weight(1_000_000), 0.99);
+}
+
+#[test]
+fn the_y_range_follows_the_bulk_of_the_values() {
+    // 200 values in [1, 2] and two spikes: the range stops short of the spikes.
+    let mut v: Vec<f64> = (0..200).map(|i| 1.0 + i as f64 / 200.0).collect();
+    v.push(1e6);
+    v.push(-50.0);
+    let (lo, hi) = robust_range(v.iter().copied());
+    assert!(lo > 0.5 && lo < 1.0, "{lo}");
+    assert!(hi > 2.0 && hi < 2.5, "{hi}");
+    // Without outliers the whole range shows.
+    let (lo, hi) = robust_range((0..100).map(|i| i as f64));
+    assert!(lo < 0.0 && hi > 99.0);
+    // One early value a little below the rest (a first epoch's accuracy) stays in
+    // view: it would not squash the others.
+    let mut acc: Vec<f64> = (0..60).map(|i| 0.7 + 0.25 * (i % 7) as f64 / 6.0).collect();
+    acc[0] = 0.4;
+    let (lo, _) = robust_range(acc.iter().copied());
+    assert!(lo < 0.4, "{lo}");
+    // Few values: all of them.
+    assert_eq!(robust_range([0.0, 100.0].into_iter()), (-4.0, 104.0));
+}
+
+/// Every pixel of a data colour lies inside a plotting area or a legend.
+fn assert_data_inside(image: &image::RgbImage, scene: &Scene, colours: &[RGBColor], slack: i32) {
+    let wanted: Vec<[u8; 3]> = colours.iter().map(|c| [c.0, c.1, c.2]).collect();
+    let mut seen = 0;
+    for (x, y, p) in image.enumerate_pixels() {
+        if !wanted.contains(&p.0) {
+            continue;
+        }
+        seen += 1;
+        let (x, y) = (x as i32, y as i32);
+        let inside = scene.plots.iter().any(|r| r.contains(x, y, slack))
+            || scene.legends.iter().any(|r| r.contains(x, y, 0));
+        assert!(
+            inside,
+            "{:?} drawn at ({x}, {y}), outside the plot and legend",
+            p.0
+        );
+    }
+    assert!(seen > 100, "only {seen} data pixels: nothing was drawn?");
+}
+
+#[test]
+fn a_spiky_loss_stays_inside_its_axes() {
+    // 1,600 steps of a falling loss with zig-zag noise, spikes up to 1e4 and one
+    // far below zero: the raw line, its smoothed line, epoch marks.
+    let raw: Vec<(f64, f64)> = (1..=1600)
+        .map(|i| {
+            let base = 2.3 * (-(i as f64) / 400.0).exp() + 0.1;
+            let zig = if i % 2 == 0 { 0.3 } else { -0.3 };
+            let spike = match i % 97 {
+                0 => 1e4,
+                50 => -30.0,
+                _ => 0.0,
+            };
+            (i as f64, base + zig + spike)
+        })
+        .collect();
+    let w = ema_weight(raw.len());
+    let chart = LineChart {
+        text: ChartText::new("Training loss", "step", "cross-entropy"),
+        series: vec![
+            Series {
+                name: "loss, EMA".into(),
+                points: ema(&raw, w),
+                style: SeriesStyle::Line,
+            },
+            Series {
+                name: "loss, raw".into(),
+                points: raw.clone(),
+                style: SeriesStyle::Faint,
+            },
+        ],
+        marks: Some(Marks {
+            name: "epoch boundary".into(),
+            at: (1..40).map(|e| 40.0 * e as f64).collect(),
+        }),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let [_, png] = line_chart(&dir.path().join("loss"), &chart).unwrap();
+    let image = decode(&png);
+    let scene = line_scene(&chart);
+    let smooth = PALETTE[0];
+    let pale = faint(PALETTE[0], 0.7);
+    // A 2-pixel line may straddle the frame by a pixel.
+    assert_data_inside(&image, &scene, &[smooth, pale, CLIPPED], 1);
+    // The title band and the area under the x axis hold no data colour at all.
+    let frame = scene.plots[0];
+    for (x, y, p) in image.enumerate_pixels() {
+        let (x, y) = (x as i32, y as i32);
+        if y < frame.top - 2 || y > frame.bottom + 2 {
+            assert!(
+                ![smooth, pale].iter().any(|c| p.0 == [c.0, c.1, c.2]),
+                "series colour at ({x}, {y})"
+            );
+        }
+    }
+    // The spikes are marked at the edges and counted in the legend.
+    let marks_up = scene
+        .shapes
+        .iter()
+        .filter(|s| matches!(s, Shape::Triangle { up: true, .. }))
+        .count();
+    assert!(marks_up >= 16, "{marks_up} marks above");
+    assert!(
+        scene
+            .labels()
+            .any(|l| l.text.ends_with("values off the axis"))
+    );
+    // The trend is readable: the smoothed line spans most of the plot's height.
+    let ys: Vec<i32> = scene
+        .shapes
+        .iter()
+        .filter_map(|s| match s {
+            Shape::Line { points, color, .. } if *color == smooth && points.len() > 10 => {
+                Some(points.iter().map(|p| p.1))
+            }
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let span = ys.iter().max().unwrap() - ys.iter().min().unwrap();
+    assert!(
+        span > (frame.bottom - frame.top) / 2,
+        "smoothed line spans {span} px"
+    );
+    // Epoch marks are drawn inside the frame.
+    assert_data_inside(&image, &scene, &[EPOCH_MARK], 0);
+}
+
+#[test]
+fn per_epoch_points_and_the_search_front_stay_inside_their_axes() {
+    let chart = LineChart {
+        text: ChartText::new("Validation accuracy per epoch", "step", "accuracy"),
+        series: vec![Series {
+            name: "training".into(),
+            points: (1..=30)
+                .map(|e| (50.0 * e as f64, 1.0 - 0.5 / e as f64))
+                .collect(),
+            style: SeriesStyle::Points,
+        }],
+        marks: None,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let [_, png] = line_chart(&dir.path().join("val"), &chart).unwrap();
+    let scene = line_scene(&chart);
+    assert_data_inside(&decode(&png), &scene, &[PALETTE[0]], 3);
+    let dots = scene
+        .shapes
+        .iter()
+        .filter(|s| matches!(s, Shape::Dot { .. }))
+        .count();
+    assert_eq!(dots, 30);
+
+    let points = front_points();
+    let text = ChartText::new("Search front", "adapter parameters", "validation accuracy");
+    let [_, png] = search_front(
+        &dir.path().join("front"),
+        &points,
+        Some((4770.0, 0.66)),
+        Some(5000.0),
+        &text,
+    )
+    .unwrap();
+    let scene = front_scene(&points, Some((4770.0, 0.66)), Some(5000.0), &text);
+    // Dots of radius 3 (the best's ring: 7) may reach that far past the frame.
+    assert_data_inside(&decode(&png), &scene, &[GRADIENT[0], GRADIENT[4], BEST], 8);
+}
+
+#[test]
 fn an_unwritable_place_is_an_error_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let stem = dir.path().join("missing").join("chart");
-    let err = line_chart(&stem, &[], &ChartText::default()).unwrap_err();
+    let err = line_chart(&stem, &LineChart::default()).unwrap_err();
     assert!(format!("{err:#}").contains("missing"), "{err:#}");
+}
+
+/// A wide line that zig-zags at every step: plotters' bitmap backend joined such
+/// segments with unbounded miters that shot through the title and the axis labels.
+#[test]
+fn a_zig_zag_line_has_no_spikes_past_its_points() {
+    let raw: Vec<(f64, f64)> = (1..=1600)
+        .map(|i| {
+            let base = 2.3 * (-(i as f64) / 400.0).exp() + 0.1;
+            let zig = if i % 2 == 0 { 0.3 } else { -0.3 };
+            (i as f64, base + zig)
+        })
+        .collect();
+    let chart = LineChart {
+        text: ChartText::new("Training loss", "step", "cross-entropy"),
+        series: vec![line("raw", raw)],
+        marks: None,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let [_, png] = line_chart(&dir.path().join("loss"), &chart).unwrap();
+    let image = decode(&png);
+    let scene = line_scene(&chart);
+    assert_data_inside(&image, &scene, &[PALETTE[0]], 1);
 }

@@ -139,3 +139,118 @@ pub fn tiny_vit_onnx(dir: &std::path::Path, name: &str) -> PathBuf {
     ]);
     onnx
 }
+
+/// A headless Chromium: `$GLORA_CHROMIUM`, or `chromium` / `chromium-browser` /
+/// `google-chrome` on the PATH; `None` after printing why the calling test skips.
+pub fn chromium() -> Option<String> {
+    let candidates: Vec<String> = std::env::var("GLORA_CHROMIUM")
+        .ok()
+        .into_iter()
+        .chain(["chromium", "chromium-browser", "google-chrome"].map(String::from))
+        .collect();
+    for c in candidates {
+        let works = Command::new(&c)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if works {
+            return Some(c);
+        }
+    }
+    println!("SKIP: no headless Chromium (apt-get install chromium, or set GLORA_CHROMIUM)");
+    None
+}
+
+/// A script appended to a copy of a page before it is opened: once everything has
+/// loaded, it reports each image that failed to load and each inline chart that
+/// rendered empty as a console error, then how many of each it checked.
+const PAGE_CHECK: &str = r#"<script>
+window.addEventListener("load", () => {
+  const imgs = [...document.images], svgs = [...document.querySelectorAll("svg")];
+  for (const i of imgs) if (!i.complete || i.naturalWidth === 0) console.error("missing image: " + i.src);
+  for (const s of svgs) { const b = s.getBoundingClientRect(); if (b.width < 10 || b.height < 10) console.error("empty chart"); }
+  console.log("page-check: " + imgs.length + " images, " + svgs.length + " charts");
+});
+</script>"#;
+
+/// What headless Chromium saw of a page: its console messages, and how many images
+/// and inline charts the page check found.
+pub struct BrowserView {
+    pub console: Vec<String>,
+    pub images: usize,
+    pub charts: usize,
+}
+
+/// Opens `page` in headless Chromium (a copy with [`PAGE_CHECK`] appended, beside
+/// it so that relative links resolve), writes a full-width screenshot to `shot`,
+/// and returns what the console said.
+pub fn open_in_browser(
+    browser: &str,
+    page: &std::path::Path,
+    shot: &std::path::Path,
+) -> BrowserView {
+    let html = std::fs::read_to_string(page).unwrap_or_else(|e| panic!("{}: {e}", page.display()));
+    let checked = page.with_extension("checked.html");
+    let body_end = html.rfind("</body>").expect("the page has a body");
+    std::fs::write(
+        &checked,
+        format!("{}{PAGE_CHECK}\n{}", &html[..body_end], &html[body_end..]),
+    )
+    .unwrap();
+    let profile = tempfile::tempdir().unwrap();
+    let o = Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--virtual-time-budget=5000",
+            "--window-size=1200,2200",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(format!(
+            "file://{}",
+            checked.canonicalize().unwrap().display()
+        ))
+        .output()
+        .expect("chromium runs");
+    let _ = std::fs::remove_file(&checked);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.success(),
+        "chromium failed on {}:\n{err}",
+        page.display()
+    );
+    // Console lines look like `[…:INFO:CONSOLE:12] "message", source: file:///… (12)`.
+    let console: Vec<String> = err
+        .lines()
+        .filter(|l| l.contains(":CONSOLE"))
+        .filter_map(|l| l.split_once("] ").map(|(_, m)| m.to_string()))
+        .collect();
+    let mut view = BrowserView {
+        console: Vec::new(),
+        images: 0,
+        charts: 0,
+    };
+    for m in console {
+        let counts = m
+            .strip_prefix("\"page-check: ")
+            .and_then(|rest| rest.split_once('"'))
+            .map(|(c, _)| c.to_string());
+        match counts {
+            Some(c) => {
+                let nums: Vec<usize> = c
+                    .split(|ch: char| !ch.is_ascii_digit())
+                    .filter_map(|n| n.parse().ok())
+                    .collect();
+                view.images = nums[0];
+                view.charts = nums[1];
+            }
+            None => view.console.push(m),
+        }
+    }
+    view
+}
