@@ -122,7 +122,8 @@ fn glora_and_lora_pipelines_report_verified_models() {
         "--retrain-epochs",
         "1",
     ]);
-    ok(&args);
+    let first = ok(&args);
+    assert!(!first.contains("reusing"), "a new run reuses: {first}");
     // The backbone is random: a supernet that trains every config at random learns
     // slowly from it, so only the plumbing is checked here (the demo checks learning).
     let r = check_report(&run, 0.0);
@@ -149,9 +150,17 @@ fn glora_and_lora_pipelines_report_verified_models() {
         );
     }
 
-    // A rerun reuses every stage's result.
+    // A rerun reuses every stage's result, and says so first.
     let again = ok(&args);
     assert!(again.contains("test accuracy"), "{again}");
+    assert_eq!(
+        again.lines().next(),
+        Some(
+            "reusing compile (supernet.glora), train (train.json), search (search.json), retrain (retrain.json), export (model.onnx)"
+        ),
+        "{again}"
+    );
+    assert!(!again.contains("resuming"), "{again}");
     let r2 = json(&run.join("report.json"));
     assert_eq!(r["config"], r2["config"]);
     assert_eq!(r["test_accuracy"], r2["test_accuracy"]);
@@ -160,7 +169,14 @@ fn glora_and_lora_pipelines_report_verified_models() {
     // run again from its journal: the same choice, nothing evaluated twice.
     assert_eq!(search["replayed_evaluations"], 0);
     std::fs::remove_file(run.join("search.json")).unwrap();
-    ok(&args);
+    let rerun = ok(&args);
+    assert_eq!(
+        rerun.lines().next(),
+        Some(
+            "reusing compile (supernet.glora), train (train.json), retrain (retrain.json), export (model.onnx)"
+        ),
+        "{rerun}"
+    );
     let replayed = json(&run.join("search.json"));
     assert_eq!(replayed["best"], search["best"]);
     assert_eq!(
@@ -215,9 +231,44 @@ fn a_pipeline_killed_during_training_continues_on_rerun() {
     }
     let _ = child.kill();
     let killed = !child.wait().unwrap().success();
-    ok(&args);
+    let rerun = ok(&args);
     check_report(&run, 0.3);
     let train = json(&run.join("train.json"));
+    let total = train["steps"].as_u64().unwrap();
+    // The rerun says first what it takes as done and, for training cut short, where
+    // it resumes.
+    let lines: Vec<&str> = rerun.lines().collect();
+    if killed && lines.first() == Some(&"reusing compile (supernet.glora)") {
+        let step: u64 = lines
+            .get(1)
+            .and_then(|l| l.strip_prefix("resuming at step "))
+            .and_then(|r| r.split(' ').next())
+            .and_then(|k| k.parse().ok())
+            .unwrap_or_else(|| panic!("no resume line second: {rerun}"));
+        let checkpoint = run.join("supernet.glora").join("checkpoint.safetensors");
+        assert_eq!(
+            lines[1],
+            format!(
+                "resuming at step {step} of {total} from {}",
+                checkpoint.display()
+            )
+        );
+        // Checkpoints are written once an epoch (6 here).
+        assert!(
+            (1..total).contains(&step) && step.is_multiple_of(total / 6),
+            "{rerun}"
+        );
+        assert_eq!(rerun.matches("resuming").count(), 1, "{rerun}");
+    } else {
+        // Killed after training, or not killed at all: training is reused.
+        assert!(
+            lines.first().is_some_and(
+                |l| l.starts_with("reusing compile (supernet.glora), train (train.json)")
+            ),
+            "{rerun}"
+        );
+        assert!(!rerun.contains("resuming"), "{rerun}");
+    }
     let steps: Vec<u64> = std::fs::read_to_string(&log)
         .unwrap()
         .lines()
@@ -225,7 +276,6 @@ fn a_pipeline_killed_during_training_continues_on_rerun() {
         .filter(|v| v.get("loss").is_some())
         .filter_map(|v| v["step"].as_u64())
         .collect();
-    let total = train["steps"].as_u64().unwrap();
     assert_eq!(
         steps,
         (1..=total).collect::<Vec<_>>(),

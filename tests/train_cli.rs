@@ -149,7 +149,11 @@ fn resume_after_kill_9_is_bit_identical() {
     let killed = tmp.path().join("killed.glora");
     copy_dir(&base, &straight);
     copy_dir(&base, &killed);
-    ok(&train_args(&straight, &data, "40"));
+    let fresh = ok(&train_args(&straight, &data, "40"));
+    assert!(
+        !fresh.contains("resuming"),
+        "a fresh run says it resumes: {fresh}"
+    );
 
     let mut args = train_args(&killed, &data, "40");
     args.extend(["--throttle-ms", "100"]);
@@ -176,7 +180,32 @@ fn resume_after_kill_9_is_bit_identical() {
     assert!(!status.success(), "the run finished before it was killed");
     let mut resume = train_args(&killed, &data, "40");
     resume.push("--resume");
-    ok(&resume);
+    let printed = ok(&resume);
+    // One line, before any step's output, names the step, the total and the file.
+    let said: Vec<&str> = printed.lines().filter(|l| l.contains("resuming")).collect();
+    assert_eq!(said.len(), 1, "expected one resume line: {printed}");
+    let step: u64 = said[0]
+        .strip_prefix("resuming at step ")
+        .and_then(|r| r.split(' ').next())
+        .and_then(|k| k.parse().ok())
+        .unwrap_or_else(|| panic!("no step in '{}'", said[0]));
+    assert!(
+        (20..40).contains(&step) && step.is_multiple_of(10),
+        "resumed at step {step}, not at a checkpoint after step 20"
+    );
+    let checkpoint = killed.join("checkpoint.safetensors");
+    assert_eq!(
+        said[0],
+        format!(
+            "resuming at step {step} of 40 from {}",
+            checkpoint.display()
+        )
+    );
+    let first_step_line = printed.lines().position(|l| l.starts_with("steps "));
+    assert!(
+        printed.lines().position(|l| l == said[0]) < first_step_line,
+        "the resume line comes after the summary: {printed}"
+    );
 
     let a = std::fs::read(straight.join("adapters.safetensors")).unwrap();
     let b = std::fs::read(killed.join("adapters.safetensors")).unwrap();

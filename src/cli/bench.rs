@@ -43,7 +43,7 @@ pub struct ParityArgs {
     /// Seed of the random inputs.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Print every case, not only the failing ones.
+    /// Print every case (default: only the failing ones).
     #[arg(long)]
     pub verbose: bool,
     /// Also write every case as JSON to this file.
@@ -56,23 +56,26 @@ pub struct TrainArgs {
     /// The ONNX model whose linear layers get GLoRA adapters.
     pub model: PathBuf,
     /// Images per step.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_name = "IMAGES")]
     pub batch: usize,
     /// LoRA rank the adapters are stored at.
     #[arg(long, default_value_t = 4)]
     pub rank: usize,
-    /// Adapt only linear layers whose name matches this regular expression.
+    /// Adapt only linear layers whose name matches this regular expression (default:
+    /// every linear layer).
     #[arg(long, value_name = "REGEX")]
     pub targets: Option<String>,
-    /// Leave out linear layers whose name matches this regular expression.
+    /// Leave out linear layers whose name matches this regular expression (default:
+    /// none).
     #[arg(long, value_name = "REGEX")]
     pub exclude: Option<String>,
     /// Classes of the trained head, which reads the model's first output.
     #[arg(long, default_value_t = 100)]
     pub classes: usize,
-    /// Image side; a model that declares another size is re-declared to this one
-    /// before simplification (see `glora compile --image-size`).
-    #[arg(long)]
+    /// Image side in pixels; a model that declares another size is re-declared to this
+    /// one before simplification (see `glora compile --image-size`; default: the
+    /// model's declared size, required when it has none).
+    #[arg(long, value_name = "SIZE")]
     pub image_size: Option<usize>,
     /// Seed of the adapters, the head, the images and the per-step configs.
     #[arg(long, default_value_t = 0)]
@@ -122,10 +125,10 @@ pub struct ForwardArgs {
 /// How a benchmark times its runs.
 #[derive(Debug, clap::Args)]
 pub struct TimingFlags {
-    /// Timed runs per model or runtime.
+    /// Timed runs per model or runtime (the median, fastest and slowest are printed).
     #[arg(long, default_value_t = 10)]
     pub iters: usize,
-    /// Untimed runs before timing.
+    /// Untimed runs before timing, per model or runtime.
     #[arg(long, default_value_t = 2)]
     pub warmup: usize,
     /// Threads for every runtime measured (default: all cores).

@@ -1,30 +1,37 @@
-//! What several subcommands share: input-related flags, loading a model with optional
-//! concrete input shapes, choosing inputs, and progress spinners.
+//! What several subcommands share: input, device, data and head flags (each defined
+//! once, so that `train`, `search` and `pipeline` read the same data the same way),
+//! loading a model with optional concrete input shapes, choosing inputs, and progress
+//! spinners.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::ir::{Graph, Shape, Tensor};
+use crate::passes::Pool;
+use crate::train::source::DataPlan;
 use crate::verify::{concrete_input_shapes, parse_shape, random_inputs};
 
 /// Flags that choose a model's inputs.
 #[derive(Debug, Clone, clap::Args)]
 pub struct InputFlags {
-    /// Fix an input's shape, e.g. `--shape image=8x3x224x224` (repeatable).
+    /// Fix an input's shape, e.g. `--shape image=8x3x224x224` (repeatable; default:
+    /// symbolic dimensions take --batch and --seq).
     #[arg(long = "shape", value_name = "NAME=DIMS", value_parser = parse_shape_arg)]
     pub shapes: Vec<(String, Vec<usize>)>,
     /// Read an input from a safetensors file, e.g. `--input image=x.safetensors`; the file
-    /// holds a tensor of that name or exactly one tensor (repeatable).
+    /// holds a tensor of that name or exactly one tensor (repeatable; inputs not given
+    /// get seeded random data, in `run` only with --random-inputs).
     #[arg(long = "input", value_name = "NAME=FILE")]
     pub inputs: Vec<String>,
-    /// Size of symbolic batch dimensions (axis 0) when no --shape fixes them.
-    #[arg(long, default_value_t = 1)]
+    /// Size of symbolic batch dimensions (axis 0) when no --shape fixes them (samples).
+    #[arg(long, default_value_t = 1, value_name = "N")]
     pub batch: usize,
-    /// Size of other symbolic dimensions (e.g. sequence length) when no --shape fixes them.
-    #[arg(long, default_value_t = 16)]
+    /// Size of other symbolic dimensions (e.g. sequence length, in tokens) when no
+    /// --shape fixes them.
+    #[arg(long, default_value_t = 16, value_name = "N")]
     pub seq: usize,
     /// Seed of the random inputs generated for inputs not given with --input.
     #[arg(long, default_value_t = 0)]
@@ -38,9 +45,78 @@ pub struct DeviceFlags {
     #[arg(long, default_value = "cpu", value_name = "cpu|cuda[:N]")]
     pub device: crate::exec::DeviceSpec,
     /// On a GPU, let cuBLAS use TF32 tensor cores for f32 matrix products (faster,
-    /// about 1e-3 relative error).
+    /// about 1e-3 relative error; default: full f32).
     #[arg(long)]
     pub tf32: bool,
+}
+
+/// Flags that choose the labelled images and carve them into training and validation
+/// splits. `train`, `search` and `pipeline` take this one definition: the search must
+/// carve exactly the validation split training held out, and --k-shot and --limit
+/// shrink that split too.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DataFlags {
+    /// The labelled images: a digits CSV (.csv/.csv.gz), a safetensors file with x and
+    /// y (or a folder with train.safetensors and test.safetensors), a folder of IDX
+    /// files, or a folder of class subfolders of images (with train/ and test/ inside
+    /// when the data comes split); for `search`, the data the supernet was trained on.
+    #[arg(long, value_name = "PATH")]
+    pub data: PathBuf,
+    /// Fraction (0–1) of the training images held out for validation (0: none); use
+    /// the same value for training and search.
+    #[arg(long, default_value_t = 0.1, value_name = "FRACTION")]
+    pub val_fraction: f64,
+    /// Seed of the validation carve and of the --limit and --k-shot picks; use the same
+    /// one for training and search so that no validation image was trained on.
+    #[arg(long, default_value_t = 0, value_name = "SEED")]
+    pub split_seed: u64,
+    /// Use at most N training images, a seeded class-stratified pick; the validation
+    /// split shrinks in proportion (default: every image).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Use K training images per class (few-shot; overrides --limit); the validation
+    /// split shrinks in proportion (default: every image).
+    #[arg(long, value_name = "K")]
+    pub k_shot: Option<usize>,
+    /// Resize images to SIZE×SIZE pixels (default: the model's input size when it is
+    /// fixed, else the data's size); `pipeline` also re-declares the model's image
+    /// input at that size before compiling it (see `glora compile --image-size`).
+    #[arg(long, value_name = "SIZE")]
+    pub image_size: Option<usize>,
+    /// Normalise images with the ImageNet mean and standard deviation, as most
+    /// pretrained vision backbones expect (default: no normalisation).
+    #[arg(long)]
+    pub imagenet_norm: bool,
+}
+
+impl DataFlags {
+    /// The carve these flags ask for, with no test split (`pipeline` adds its own).
+    pub fn plan(&self) -> DataPlan {
+        DataPlan {
+            image_size: self.image_size,
+            imagenet_norm: self.imagenet_norm,
+            val_fraction: self.val_fraction,
+            test_fraction: 0.0,
+            split_seed: self.split_seed,
+            k_shot: self.k_shot,
+            limit: self.limit,
+            test_limit: None,
+        }
+    }
+}
+
+/// Flags that place a new classification head on a model.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HeadFlags {
+    /// The value the new classification head reads: an output or node name of the
+    /// model (default: the model's first output).
+    #[arg(long, value_name = "OUTPUT_OR_NODE")]
+    pub features: Option<String>,
+    /// Pooling over tokens before the head: cls (token 0), mean (over tokens) or none
+    /// (features are already [batch, dim]) (default: cls for [batch, tokens, dim]
+    /// features, none for [batch, dim]).
+    #[arg(long, value_name = "cls|mean|none")]
+    pub pool: Option<Pool>,
 }
 
 impl DeviceFlags {

@@ -21,7 +21,8 @@ pub struct Args {
     /// (default: every linear layer; `glora inspect MODEL.onnx` lists the names).
     #[arg(long, value_name = "REGEX")]
     pub targets: Option<String>,
-    /// Leave out linear layers whose name matches this regular expression.
+    /// Leave out linear layers whose name matches this regular expression (default:
+    /// none).
     #[arg(long, value_name = "REGEX")]
     pub exclude: Option<String>,
     /// LoRA ranks the search space offers, e.g. `--ranks 2,4,8`; factors are stored at

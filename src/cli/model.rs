@@ -21,28 +21,29 @@ pub struct VitArgs {
     /// (224×224 RGB, patch 16).
     #[arg(long, default_value = "tiny-digits")]
     pub preset: String,
-    /// Side of the square input image.
-    #[arg(long)]
+    /// Side of the square input image, in pixels (default: the preset's).
+    #[arg(long, value_name = "PIXELS")]
     pub image: Option<usize>,
-    /// Input channels.
+    /// Input channels (default: the preset's, 1 for tiny-digits, 3 for vit-s and vit-b).
     #[arg(long)]
     pub channels: Option<usize>,
-    /// Side of a square patch (divides the image).
-    #[arg(long)]
+    /// Side of a square patch, in pixels; divides --image (default: the preset's).
+    #[arg(long, value_name = "PIXELS")]
     pub patch: Option<usize>,
-    /// Token width.
+    /// Token width, features per token (default: the preset's).
     #[arg(long)]
     pub dim: Option<usize>,
-    /// Transformer blocks.
+    /// Transformer blocks (default: the preset's).
     #[arg(long)]
     pub depth: Option<usize>,
-    /// Attention heads (divide dim).
+    /// Attention heads; divide --dim (default: the preset's).
     #[arg(long)]
     pub heads: Option<usize>,
-    /// Hidden width of each block's MLP.
+    /// Hidden width of each block's MLP (default: the preset's).
     #[arg(long)]
     pub mlp: Option<usize>,
-    /// Classes of a built-in head (0: features only).
+    /// Classes of a built-in head, 0 for features only (default: the preset's, 10 for
+    /// tiny-digits, 100 for vit-s and vit-b).
     #[arg(long)]
     pub classes: Option<usize>,
     /// Seed of the random weights.

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::passes::Pool;
+use super::common;
 use crate::pipeline::{PipelineOptions, TrainSettings, run_pipeline};
 use crate::search::SearchSettings;
 use crate::train::Method;
@@ -14,68 +14,66 @@ use crate::train::source::DataPlan;
 pub struct Args {
     /// The pretrained ONNX model.
     pub model: PathBuf,
-    /// Labelled images (the formats `glora train` reads).
-    #[arg(long, value_name = "PATH")]
-    pub data: PathBuf,
-    /// The run folder; a rerun continues from what it holds.
-    #[arg(short, long)]
+    #[command(flatten)]
+    pub data: common::DataFlags,
+    /// The run folder; a rerun continues from what it holds and names the stages it
+    /// reuses.
+    #[arg(short, long, value_name = "DIR")]
     pub output: PathBuf,
-    /// glora (supernet + search), or a fixed method to compare with: lora, ssf,
-    /// bitfit, head-only, full.
+    /// glora (supernet training, then the search), or a fixed method to compare
+    /// with: lora, ssf, bitfit, head-only, full.
     #[arg(long, default_value = "glora")]
     pub method: String,
-    /// Adapter parameter budget of the search (e.g. 0.5M, 40k).
-    #[arg(long, value_parser = crate::search::parse_param_count)]
+    /// Most adapter parameters the searched config may have (the head is not
+    /// counted): an integer or a count with a k or M suffix, e.g. 40k, 0.5M (required
+    /// by --method glora).
+    #[arg(long, value_name = "PARAMS", value_parser = crate::search::parse_param_count)]
     pub budget: Option<usize>,
-    /// Smallest adapter parameter count the search accepts.
-    #[arg(long, value_parser = crate::search::parse_param_count, default_value = "0")]
+    /// Fewest adapter parameters the searched config may have (same notation as
+    /// --budget).
+    #[arg(long, value_name = "PARAMS", value_parser = crate::search::parse_param_count, default_value = "0")]
     pub min_budget: usize,
-    #[arg(long, default_value_t = 50)]
+    /// Genomes (configs) in the search's initial population and in each generation.
+    #[arg(long, default_value_t = 50, value_name = "GENOMES")]
     pub population: usize,
-    #[arg(long, default_value_t = 20)]
+    /// Rounds of mutation and crossover after the search's initial population.
+    #[arg(long, default_value_t = 20, value_name = "ROUNDS")]
     pub generations: usize,
-    /// Epochs of retraining the chosen subnet (0: none).
-    #[arg(long, default_value_t = 0)]
+    /// Epochs of retraining the chosen subnet after the search (0: none).
+    #[arg(long, default_value_t = 0, value_name = "EPOCHS")]
     pub retrain_epochs: u64,
-    /// Training epochs (supernet or method).
+    /// Passes over the training data (epochs), of the supernet or the fixed method.
     #[arg(long, default_value_t = 10)]
     pub epochs: u64,
-    #[arg(long, default_value_t = 32)]
+    /// Images per training step (the last partial batch of an epoch is left out).
+    #[arg(long, default_value_t = 32, value_name = "IMAGES")]
     pub batch: usize,
+    /// Peak learning rate of AdamW (weight decay 1e-4), after a one-epoch linear
+    /// warm-up from lr/100 and before a cosine decay to 1e-5.
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f64,
     /// Seed of initialisation, sample order, per-step configs and the search.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Adapt only linear layers whose name matches this regular expression.
+    /// Adapt only linear layers whose name matches this regular expression (default:
+    /// every linear layer; `glora inspect MODEL.onnx` lists the names).
     #[arg(long, value_name = "REGEX")]
     pub targets: Option<String>,
-    /// LoRA ranks the search space offers.
+    /// LoRA ranks the search space offers, e.g. `--ranks 2,4,8`; factors are stored at
+    /// the largest.
     #[arg(long, value_delimiter = ',', default_value = "4")]
     pub ranks: Vec<usize>,
-    /// The value the classification head reads (default: the model's first output).
-    #[arg(long)]
-    pub features: Option<String>,
-    #[arg(long)]
-    pub pool: Option<Pool>,
-    /// Resize images to SIZE×SIZE and declare the model's image input at that size
-    /// before simplifying it (default: the model's input size when fixed).
-    #[arg(long)]
-    pub image_size: Option<usize>,
     #[command(flatten)]
-    pub device: super::common::DeviceFlags,
-    #[arg(long)]
-    pub imagenet_norm: bool,
-    /// Use at most this many training images.
-    #[arg(long)]
-    pub limit: Option<usize>,
-    /// Test on at most this many images.
-    #[arg(long)]
+    pub head: common::HeadFlags,
+    #[command(flatten)]
+    pub device: common::DeviceFlags,
+    /// Test on at most N images, a seeded class-stratified pick (default: the whole
+    /// test split).
+    #[arg(long, value_name = "N")]
     pub test_limit: Option<usize>,
-    #[arg(long, default_value_t = 0.1)]
-    pub val_fraction: f64,
-    /// Test fraction carved off when the data has no test split.
-    #[arg(long, default_value_t = 0.2)]
+    /// Fraction (0–1) of the images carved off as the test split when the data comes
+    /// without one, before the validation carve.
+    #[arg(long, default_value_t = 0.2, value_name = "FRACTION")]
     pub test_fraction: f64,
 }
 
@@ -103,22 +101,18 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         },
         retrain_epochs: a.retrain_epochs,
         data: DataPlan {
-            image_size: a.image_size,
-            imagenet_norm: a.imagenet_norm,
-            val_fraction: a.val_fraction,
             test_fraction: a.test_fraction,
-            limit: a.limit,
             test_limit: a.test_limit,
-            ..DataPlan::default()
+            ..a.data.plan()
         },
         targets: a.targets.clone(),
         ranks: a.ranks.clone(),
-        features: a.features.clone(),
-        pool: a.pool,
+        features: a.head.features.clone(),
+        pool: a.head.pool,
         device: a.device.open()?,
         ..PipelineOptions::default()
     };
-    let r = run_pipeline(&a.model, &a.data, &a.output, &opts)?;
+    let r = run_pipeline(&a.model, &a.data.data, &a.output, &opts)?;
     println!(
         "{}: test accuracy {:.2}% with {} adapter parameters ({} in the head); tract error {:.1e}",
         r.method,

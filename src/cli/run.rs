@@ -18,7 +18,8 @@ pub struct Args {
     /// Fill every input not given with --input with seeded random data (see --seed).
     #[arg(long)]
     pub random_inputs: bool,
-    /// Write the outputs to this safetensors file (named as the model names them).
+    /// Write the outputs to this safetensors file, named as the model names them
+    /// (default: only print each output's statistics).
     #[arg(short, long)]
     pub output: Option<PathBuf>,
 }

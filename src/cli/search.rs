@@ -16,7 +16,7 @@ use crate::search::{
     format_param_count, parse_param_count, search, write_search_record,
 };
 use crate::supernet::Supernet;
-use crate::train::source::{DataPlan, prepare_data};
+use crate::train::source::prepare_data;
 
 /// Name of the search-front charts (`.svg` and `.png`).
 pub const FRONT_CHART: &str = "search_front";
@@ -26,58 +26,45 @@ pub struct Args {
     /// The supernet directory, trained with `glora train` (it needs its head); the
     /// chosen config is stored in its glora.json.
     pub supernet: PathBuf,
-    /// The training data the supernet was trained on; the search scores configs on
-    /// the validation split carved from it (same --val-fraction and --split-seed as
-    /// training, so that no validation sample was trained on).
-    #[arg(long, value_name = "PATH")]
-    pub data: PathBuf,
+    // The data and carve of training: the search scores configs on the validation
+    // split, which only matches training's when every data flag does.
+    #[command(flatten)]
+    pub data: common::DataFlags,
     /// Most adapter parameters a config may have (the head is not counted): an
     /// integer or a count with a k or M suffix, e.g. 5000, 5k, 0.5M.
     #[arg(long, value_name = "PARAMS", value_parser = parse_param_count)]
     pub budget: usize,
-    /// Fewest adapter parameters a config may have.
+    /// Fewest adapter parameters a config may have (same notation as --budget).
     #[arg(long, value_name = "PARAMS", value_parser = parse_param_count, default_value = "0")]
     pub min_budget: usize,
-    /// Genomes in the initial population and in each generation.
-    #[arg(long, default_value_t = 50)]
+    /// Genomes (configs) in the initial population and in each generation.
+    #[arg(long, default_value_t = 50, value_name = "GENOMES")]
     pub population: usize,
     /// Rounds of mutation and crossover after the initial population.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_name = "ROUNDS")]
     pub generations: usize,
-    /// Best genomes that parents are drawn from.
-    #[arg(long, default_value_t = 10)]
+    /// Best genomes of each generation that parents are drawn from.
+    #[arg(long, default_value_t = 10, value_name = "GENOMES")]
     pub parents: usize,
     /// Mutated children per generation.
-    #[arg(long, default_value_t = 25)]
+    #[arg(long, default_value_t = 25, value_name = "GENOMES")]
     pub mutations: usize,
     /// Crossover children per generation.
-    #[arg(long, default_value_t = 25)]
+    #[arg(long, default_value_t = 25, value_name = "GENOMES")]
     pub crossovers: usize,
-    /// Probability that mutation re-draws one term of one layer.
+    /// Probability (0–1) that mutation re-draws one term of one layer.
     #[arg(long, default_value_t = 0.2)]
     pub mutation_prob: f64,
-    /// Size of the ranked archive recorded in search.json.
-    #[arg(long, default_value_t = 50)]
+    /// Genomes in the ranked archive recorded in search.json.
+    #[arg(long, default_value_t = 50, value_name = "GENOMES")]
     pub top_k: usize,
     /// Seed of every random choice of the search.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     #[command(flatten)]
     pub device: super::common::DeviceFlags,
-    /// Fraction of the training data held out for validation (as in training).
-    #[arg(long, default_value_t = 0.1)]
-    pub val_fraction: f64,
-    /// Seed of the validation carve (as in training).
-    #[arg(long, default_value_t = 0)]
-    pub split_seed: u64,
-    /// Resize images to SIZE×SIZE (default: the model's input size when it is fixed).
-    #[arg(long)]
-    pub image_size: Option<usize>,
-    /// Normalise with the ImageNet mean and deviation (as in training).
-    #[arg(long)]
-    pub imagenet_norm: bool,
     /// Images per validation batch.
-    #[arg(long, default_value_t = DEFAULT_EVAL_BATCH)]
+    #[arg(long, default_value_t = DEFAULT_EVAL_BATCH, value_name = "IMAGES")]
     pub eval_batch: usize,
     /// Folder for search.json and the charts (default: the supernet directory).
     #[arg(short, long, value_name = "DIR")]
@@ -95,16 +82,6 @@ impl Args {
             mutation_prob: self.mutation_prob,
             top_k: self.top_k,
             seed: self.seed,
-        }
-    }
-
-    fn data_plan(&self) -> DataPlan {
-        DataPlan {
-            image_size: self.image_size,
-            imagenet_norm: self.imagenet_norm,
-            val_fraction: self.val_fraction,
-            split_seed: self.split_seed,
-            ..DataPlan::default()
         }
     }
 }
@@ -146,14 +123,14 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         max: a.budget,
     };
     check_budget(&net, budget).with_context(|| a.supernet.display().to_string())?;
-    if a.val_fraction <= 0.0 {
+    if a.data.val_fraction <= 0.0 {
         bail!("the search scores configs on a validation split; --val-fraction must be above 0");
     }
-    let data = prepare_data(&a.data, &net, &a.data_plan())?;
+    let data = prepare_data(&a.data.data, &net, &a.data.plan())?;
     let val = data.val.with_context(|| {
         format!(
             "{}: no validation split was carved; raise --val-fraction",
-            a.data.display()
+            a.data.data.display()
         )
     })?;
     let mut fitness = ValidationFitness::new(&net, &val, a.eval_batch, &a.device.open()?)?;

@@ -9,12 +9,12 @@ use anyhow::{Context, bail};
 
 use super::common;
 use crate::glora::ModelConfig;
-use crate::passes::Pool;
+use crate::search::fitness::DEFAULT_EVAL_BATCH;
 use crate::supernet::Supernet;
 use crate::train::mode::{preset_config, uniform_config};
 use crate::train::optim::AdamWConfig;
 use crate::train::schedule::{LrSchedule, Preset, Stepping, WarmupCosine};
-use crate::train::source::{DataPlan, prepare_data};
+use crate::train::source::prepare_data;
 use crate::train::{Method, Mode, RunFiles, TrainOptions};
 
 #[derive(Debug, clap::Args)]
@@ -22,19 +22,19 @@ pub struct Args {
     /// The supernet directory (from `glora compile`); trained tensors are written back
     /// into it, with `checkpoint.safetensors` and `metrics.jsonl`.
     pub supernet: PathBuf,
-    /// The training data: a digits CSV (.csv/.csv.gz), a safetensors file with x and y,
-    /// a folder of IDX files, or a folder of class subfolders of images.
-    #[arg(long, value_name = "PATH")]
-    pub data: PathBuf,
+    #[command(flatten)]
+    pub data: common::DataFlags,
     /// What trains: supernet (random config per layer per step), fixed (--config),
     /// lora (B as LoRA), ssf (A, D, E vectors), bitfit (E vector), head-only, or full
     /// (every base weight).
     #[arg(long, default_value = "supernet")]
     pub mode: Method,
-    /// The config of --mode fixed (JSON, as `glora export --save-config` writes).
+    /// The config of --mode fixed (JSON, as `glora export --save-config` writes;
+    /// required by --mode fixed, ignored otherwise).
     #[arg(long, value_name = "CONFIG.json")]
     pub config: Option<PathBuf>,
-    /// LoRA rank of the lora preset (default: the largest rank of the supernet).
+    /// LoRA rank of the lora preset, for --mode lora and --eval-config lora (default:
+    /// the largest rank of the supernet).
     #[arg(long)]
     pub rank: Option<usize>,
     /// Training settings of the reference recipe (AdamW 1e-4, wd 1e-4, batch 64,
@@ -42,102 +42,69 @@ pub struct Args {
     /// --lr, --weight-decay, --epochs, --batch and the schedule flags.
     #[arg(long)]
     pub reference: bool,
-    /// Passes over the training data.
+    /// Passes over the training data (epochs).
     #[arg(long, default_value_t = 10)]
     pub epochs: u64,
-    /// Stop after this many steps in all.
-    #[arg(long)]
+    /// Stop after this many optimiser steps in all, counting those before a resume
+    /// (default: every step of --epochs).
+    #[arg(long, value_name = "STEPS")]
     pub steps: Option<u64>,
     /// Images per step (the last partial batch of an epoch is left out).
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_name = "IMAGES")]
     pub batch: usize,
-    /// Peak learning rate.
+    /// Peak learning rate, reached at the end of the warm-up.
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f64,
-    /// AdamW's decoupled weight decay.
+    /// AdamW's decoupled weight decay coefficient (0: none).
     #[arg(long, default_value_t = 1e-4)]
     pub weight_decay: f64,
-    /// Linear warm-up length in epochs, from lr/100.
-    #[arg(long, default_value_t = 1)]
+    /// Linear warm-up from lr/100 to --lr, in epochs.
+    #[arg(long, default_value_t = 1, value_name = "EPOCHS")]
     pub warmup_epochs: u64,
-    /// Learning rate at the end of the cosine decay.
+    /// Learning rate at the end of the cosine decay (at most --lr).
     #[arg(long, default_value_t = 1e-5)]
     pub min_lr: f64,
-    /// Step the schedule every epoch instead of every step.
+    /// Step the schedule once per epoch instead of once per step.
     #[arg(long)]
     pub lr_per_epoch: bool,
-    /// Label smoothing of the cross-entropy.
+    /// Label smoothing of the cross-entropy, a fraction 0–1 (0: none).
     #[arg(long, default_value_t = 0.0)]
     pub label_smoothing: f32,
-    /// Seed of the sample order and of the per-step configs.
+    /// Seed of the sample order, the per-step configs and a new head's weights; a
+    /// resumed run must keep it.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Write a checkpoint every N steps (0: only at the end).
     #[arg(long, default_value_t = 100, value_name = "N")]
     pub checkpoint_every: u64,
-    /// Continue the run whose checkpoint is in the supernet directory.
+    /// Continue the run whose checkpoint is in the supernet directory, with the same
+    /// flags; prints the step it resumes at (default: start from step 0).
     #[arg(long)]
     pub resume: bool,
-    /// Metrics file (JSON lines; default NAME.glora/metrics.jsonl).
-    #[arg(long)]
+    /// Metrics file, JSON lines: one per step and one per validation (default:
+    /// NAME.glora/metrics.jsonl).
+    #[arg(long, value_name = "FILE")]
     pub metrics: Option<PathBuf>,
-    /// Fraction of the training data held out for validation.
-    #[arg(long, default_value_t = 0.1)]
-    pub val_fraction: f64,
-    /// Seed of the validation carve and of --limit/--k-shot picks; keep it the same
-    /// for training and search so that validation samples are never trained on.
-    #[arg(long, default_value_t = 0)]
-    pub split_seed: u64,
-    /// Use at most this many training samples (a seeded, class-stratified pick).
-    #[arg(long)]
-    pub limit: Option<usize>,
-    /// Train on K samples per class (few-shot).
-    #[arg(long, value_name = "K")]
-    pub k_shot: Option<usize>,
-    /// Resize images to SIZE×SIZE (default: the model's input size when it is fixed).
-    #[arg(long)]
-    pub image_size: Option<usize>,
-    /// Normalise with the ImageNet mean and deviation.
-    #[arg(long)]
-    pub imagenet_norm: bool,
-    /// The value the classification head reads (default: the model's first output).
-    #[arg(long, value_name = "OUTPUT_OR_NODE")]
-    pub features: Option<String>,
-    /// Pooling over tokens before the head (default: cls for [batch, tokens, dim]).
-    #[arg(long)]
-    pub pool: Option<Pool>,
-    /// Classes of the head (default: the data's).
+    #[command(flatten)]
+    pub head: common::HeadFlags,
+    /// Classes of a new head (default: the data's).
     #[arg(long)]
     pub num_classes: Option<usize>,
-    /// Replace a head the supernet already has.
+    /// Replace a head the supernet already has (default: keep it and train it on).
     #[arg(long)]
     pub new_head: bool,
-    /// The config the supernet is validated with: a file or lora|ssf|bitfit (default lora).
+    /// The config the supernet is validated with after each epoch in --mode supernet:
+    /// a config file or lora|ssf|bitfit (default: lora).
     #[arg(long, value_name = "CONFIG")]
     pub eval_config: Option<String>,
     /// Images per validation batch.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = DEFAULT_EVAL_BATCH, value_name = "IMAGES")]
     pub eval_batch: usize,
     /// Sleep this long after every step (to watch or interrupt short runs).
     #[arg(long, hide = true, default_value_t = 0)]
     pub throttle_ms: u64,
     #[command(flatten)]
     pub device: super::common::DeviceFlags,
-}
-
-impl Args {
-    fn data_plan(&self) -> DataPlan {
-        DataPlan {
-            image_size: self.image_size,
-            imagenet_norm: self.imagenet_norm,
-            val_fraction: self.val_fraction,
-            test_fraction: 0.0,
-            split_seed: self.split_seed,
-            k_shot: self.k_shot,
-            limit: self.limit,
-            test_limit: None,
-        }
-    }
 }
 
 fn config_arg(net: &Supernet, arg: &str, rank: usize) -> anyhow::Result<ModelConfig> {
@@ -163,8 +130,8 @@ fn ensure_head(net: &mut Supernet, a: &Args, classes: usize) -> anyhow::Result<(
         return Ok(());
     }
     net.attach_new_head(
-        a.features.as_deref(),
-        a.pool,
+        a.head.features.as_deref(),
+        a.head.pool,
         a.num_classes.unwrap_or(classes),
         a.seed,
     )?;
@@ -205,7 +172,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let net = Supernet::load(&a.supernet);
     sp.finish_and_clear();
     let mut net = net?;
-    let data = prepare_data(&a.data, &net, &a.data_plan())?;
+    let data = prepare_data(&a.data.data, &net, &a.data.plan())?;
     let (train, val) = (data.train, data.val);
     ensure_head(&mut net, &a, train.num_classes)?;
     let rank = a.rank.unwrap_or(net.space.max_rank());

@@ -35,7 +35,8 @@ pub struct Args {
     /// The config MODEL was exported with (for --against).
     #[arg(long, value_name = "CONFIG.json", requires = "against")]
     pub config: Option<PathBuf>,
-    /// Largest allowed absolute difference of any output element.
+    /// Largest allowed absolute difference of any output element; above it the exit
+    /// code is 1.
     #[arg(long, default_value_t = 1e-4)]
     pub tolerance: f64,
     #[command(flatten)]

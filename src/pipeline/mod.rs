@@ -300,6 +300,10 @@ pub fn run_pipeline(
 ) -> anyhow::Result<PipelineReport> {
     std::fs::create_dir_all(out).with_context(|| out.display().to_string())?;
     let paths = RunPaths::new(out);
+    let reused = reused_stages(&paths, opts);
+    if opts.progress && !reused.is_empty() {
+        println!("reusing {}", reused.join(", "));
+    }
     let mut times: Vec<StageTime> = Vec::new();
     let mut clock = Instant::now();
     let mut lap = |name: &str, clock: &mut Instant| {
@@ -489,6 +493,32 @@ pub fn run_pipeline(
     };
     report::write(&report, &paths)?;
     Ok(report)
+}
+
+/// The stages whose results the run folder already holds, as `stage (file)` in run
+/// order: what a rerun takes as done instead of running again. Each test is the one
+/// the stage itself makes before it skips its work.
+fn reused_stages(paths: &RunPaths, opts: &PipelineOptions) -> Vec<String> {
+    let glora = opts.method == Method::Supernet;
+    let manifest = paths.supernet.join(crate::supernet::MANIFEST_FILE);
+    [
+        ("compile", &paths.supernet, manifest.is_file()),
+        ("train", &paths.train_summary, paths.train_summary.is_file()),
+        ("search", &paths.search, glora && paths.search.is_file()),
+        (
+            "retrain",
+            &paths.retrain_summary,
+            glora && opts.retrain_epochs > 0 && paths.retrain_summary.is_file(),
+        ),
+        ("export", &paths.model, paths.model.is_file()),
+    ]
+    .into_iter()
+    .filter(|(_, _, done)| *done)
+    .map(|(stage, path, _)| {
+        let name = path.file_name().unwrap_or(path.as_os_str());
+        format!("{stage} ({})", name.to_string_lossy())
+    })
+    .collect()
 }
 
 fn file_size(p: &Path) -> u64 {

@@ -215,7 +215,9 @@ impl Metrics {
 
 /// Trains `net` on `train` (validating on `val` after each epoch) and leaves the
 /// trained tensors in `net` and in the artifact directory of `files`. With `resume`
-/// the run continues from the checkpoint there.
+/// the run continues from the checkpoint there and, when `opts.progress` is set, says
+/// so on stdout in one line (`resuming at step K of N from FILE`) before the first
+/// step.
 pub fn train(
     net: &mut Supernet,
     train: &Dataset,
@@ -293,6 +295,14 @@ pub fn train(
                 .map_err(|e| anyhow!("{}: {e}", files.checkpoint.display()))?,
         )?;
         start = ck.step;
+        if opts.progress {
+            // Before the first step, so whoever reruns a killed job sees at once that
+            // it continues, and from which file, rather than starting again.
+            println!(
+                "resuming at step {start} of {total} from {}",
+                files.checkpoint.display()
+            );
+        }
     }
     let mut metrics = Metrics::open(&files.metrics, resume.then_some(start))?;
     let bar = progress_bar(opts.progress, total, start);
