@@ -436,12 +436,8 @@ mod tests {
     use crate::glora::space::SearchSpace;
     use crate::ir::Tensor;
 
-    fn shape(d_in: usize, d_out: usize, has_bias: bool) -> LayerShape {
-        LayerShape {
-            d_in,
-            d_out,
-            has_bias,
-        }
+    const fn shape(d_in: usize, d_out: usize, has_bias: bool) -> LayerShape {
+        LayerShape::new(d_in, d_out, has_bias)
     }
 
     /// Uniform in ±[0.5, 1.5): never zero, so every read entry matters.

@@ -21,6 +21,16 @@ pub struct LayerShape {
     pub has_bias: bool,
 }
 
+impl LayerShape {
+    pub const fn new(d_in: usize, d_out: usize, has_bias: bool) -> LayerShape {
+        LayerShape {
+            d_in,
+            d_out,
+            has_bias,
+        }
+    }
+}
+
 /// Parameters an A or B option reads.
 pub fn ab_params(shape: LayerShape, option: AbOption) -> usize {
     match option {
@@ -162,12 +172,8 @@ pub fn layer_param_mean(space: &SearchSpace, shape: LayerShape) -> f64 {
 mod tests {
     use super::*;
 
-    fn shape(d_in: usize, d_out: usize, has_bias: bool) -> LayerShape {
-        LayerShape {
-            d_in,
-            d_out,
-            has_bias,
-        }
+    const fn shape(d_in: usize, d_out: usize, has_bias: bool) -> LayerShape {
+        LayerShape::new(d_in, d_out, has_bias)
     }
 
     /// DINOv2 ViT-S: 12 blocks of q, k, v, o (384→384), fc1 (384→1536), fc2 (1536→384).

@@ -242,12 +242,8 @@ fn blocks(rows: &[LayerRow]) -> Vec<(&str, Vec<&LayerRow>)> {
 mod tests {
     use super::*;
 
-    fn shape(d_in: usize, d_out: usize, has_bias: bool) -> LayerShape {
-        LayerShape {
-            d_in,
-            d_out,
-            has_bias,
-        }
+    const fn shape(d_in: usize, d_out: usize, has_bias: bool) -> LayerShape {
+        LayerShape::new(d_in, d_out, has_bias)
     }
 
     fn cfg(text: &str) -> LayerConfig {
