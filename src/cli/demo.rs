@@ -24,7 +24,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         r.seconds
     );
     println!(
-        "wrote {} (report.md, report.json, one run folder per method)",
+        "wrote {} (report.html, report.md, report.json, one run folder per method)",
         a.output.display()
     );
     Ok(ExitCode::SUCCESS)

@@ -122,7 +122,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         r.tract_max_abs_error
     );
     println!(
-        "wrote {} (model.onnx, report.md, report.json)",
+        "wrote {} (model.onnx, report.html, report.md, report.json)",
         a.output.display()
     );
     Ok(ExitCode::SUCCESS)
