@@ -388,13 +388,11 @@ fn train(a: TrainArgs) -> anyhow::Result<ExitCode> {
     let mut net = net?;
     net.attach_new_head(None, None, a.classes, a.seed)?;
     let forward = net.with_head(net.graph.clone())?;
-    let image: Vec<usize> = match (net.image_dims(), a.image_size) {
-        ([Some(c), _, _], Some(s)) => vec![c, s, s],
-        ([Some(c), Some(h), Some(w)], None) => vec![c, h, w],
-        _ => anyhow::bail!(
+    let Some(image) = net.image_shape(a.image_size) else {
+        anyhow::bail!(
             "{}: the image input has no fixed [C, H, W]; pass --image-size",
             a.model.display()
-        ),
+        )
     };
     let sp = common::spinner("building the training graph".into());
     let tg = build_training_graph(&forward, a.batch, &image, 0.0);
