@@ -6,6 +6,7 @@
 //! its search space and its adapters, saved as a `NAME.glora/` directory. The `glora`
 //! binary's subcommands live in [`cli`].
 
+pub mod bench;
 pub mod cli;
 pub mod exec;
 pub mod glora;

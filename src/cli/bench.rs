@@ -1,7 +1,8 @@
 //! `glora bench …`: speed measurements that anyone can rerun. `forward` times glora's
 //! CPU executor against tract on the same model, inputs and number of threads; `glora`
 //! times, in tract, a supernet's base model against its merged and unmerged exports
-//! under one config (merging should cost nothing at inference).
+//! under one config (merging should cost nothing at inference); `gemm` times our CPU
+//! matrix products on a model's training-step shapes against the CPU's peak.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,6 +28,59 @@ pub enum Bench {
     /// forward and backward, and a whole supernet training step, on seeded random
     /// inputs. Exits 1 when any case is outside the tolerance.
     Parity(ParityArgs),
+    /// Matrix-product rate (GFLOP/s) of our CPU kernels on a model's training-step
+    /// shapes or on given shapes, beside the CPU's theoretical peak.
+    Gemm(GemmArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct GemmArgs {
+    /// An ONNX image model: its GLoRA layers' forward, input-gradient and
+    /// weight-gradient products and its attention products at --batch are measured
+    /// (default: none; then give --shape).
+    #[arg(required_unless_present = "shapes")]
+    pub model: Option<PathBuf>,
+    /// A product `MxKxN` (A is M×K, B is K×N, both row-major) to measure;
+    /// repeatable, measured after the model's products (default: none).
+    #[arg(long = "shape", value_name = "MxKxN", value_parser = parse_shape_flag)]
+    pub shapes: Vec<[usize; 3]>,
+    /// Images per training step; sets M = batch·tokens of the model's products.
+    #[arg(long, default_value_t = 8, value_name = "IMAGES")]
+    pub batch: usize,
+    /// Image side in pixels the model is re-declared to before simplification
+    /// (default: the model's declared size, required when it has none).
+    #[arg(long, value_name = "SIZE")]
+    pub image_size: Option<usize>,
+    /// Measure only linear layers whose name matches this regular expression
+    /// (default: every linear layer).
+    #[arg(long, value_name = "REGEX")]
+    pub targets: Option<String>,
+    /// Leave out linear layers whose name matches this regular expression (default:
+    /// none).
+    #[arg(long, value_name = "REGEX")]
+    pub exclude: Option<String>,
+    /// FMA units per core in the theoretical peak; not detectable (default: 2
+    /// assumed, as on AVX-512 server cores and recent desktop cores).
+    #[arg(long, value_name = "UNITS")]
+    pub fma_units: Option<usize>,
+    /// Timed samples per product; the median is reported (each sample repeats the
+    /// product until it lasts at least 2 ms).
+    #[arg(long, default_value_t = 10)]
+    pub iters: usize,
+    /// Untimed runs of each product before timing.
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// Threads of the products (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Also write the machine, the peak and every row as JSON to this file (read by
+    /// `examples/gemm_reference.py --from-json`; default: none).
+    #[arg(long, value_name = "FILE.json")]
+    pub json: Option<PathBuf>,
+}
+
+fn parse_shape_flag(s: &str) -> Result<[usize; 3], String> {
+    crate::bench::gemm::parse_shape(s).map_err(|e| e.to_string())
 }
 
 #[derive(Debug, clap::Args)]
@@ -142,6 +196,7 @@ pub fn run(b: Bench) -> anyhow::Result<ExitCode> {
         Bench::Glora(a) => glora(a),
         Bench::Train(a) => train(a),
         Bench::Parity(a) => parity(a),
+        Bench::Gemm(a) => gemm(a),
     }
 }
 
@@ -388,13 +443,11 @@ fn train(a: TrainArgs) -> anyhow::Result<ExitCode> {
     let mut net = net?;
     net.attach_new_head(None, None, a.classes, a.seed)?;
     let forward = net.with_head(net.graph.clone())?;
-    let image: Vec<usize> = match (net.image_dims(), a.image_size) {
-        ([Some(c), _, _], Some(s)) => vec![c, s, s],
-        ([Some(c), Some(h), Some(w)], None) => vec![c, h, w],
-        _ => anyhow::bail!(
+    let Some(image) = net.image_shape(a.image_size) else {
+        anyhow::bail!(
             "{}: the image input has no fixed [C, H, W]; pass --image-size",
             a.model.display()
-        ),
+        )
     };
     let sp = common::spinner("building the training graph".into());
     let tg = build_training_graph(&forward, a.batch, &image, 0.0);
@@ -557,4 +610,136 @@ fn parity(a: ParityArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+fn gemm(a: GemmArgs) -> anyhow::Result<ExitCode> {
+    use crate::bench::gemm::{CountedProduct, measure, model_products, rows_json, summary};
+    use crate::bench::machine::Machine;
+
+    let (fma_units, fma_source) = match a.fma_units {
+        Some(0) => anyhow::bail!("--fma-units must be at least 1"),
+        Some(u) => (u, "given by --fma-units"),
+        None => (2, "assumed: not detectable; override with --fma-units"),
+    };
+    let threads = set_threads(a.threads);
+    let machine = Machine::detect();
+    let peak = machine.peak(threads, fma_units);
+    println!(
+        "cpu: {} (/proc/cpuinfo model name)",
+        machine.cpuinfo.model.as_deref().unwrap_or("unknown")
+    );
+    println!(
+        "vector width: {}-bit, {} f32 lanes ({})",
+        machine.vector.bits,
+        machine.vector.lanes(),
+        machine.vector.source
+    );
+    println!(
+        "cores: {} (the threads measured; {} logical CPUs available)",
+        threads.min(machine.available),
+        machine.available
+    );
+    match &machine.clock {
+        Some(c) => println!("clock: {:.3} GHz ({})", c.ghz, c.source),
+        None => println!("clock: unknown (no /proc/cpuinfo cpu MHz, no sysfs cpuinfo_max_freq)"),
+    }
+    println!("fma units: {fma_units} per core ({fma_source})");
+    match &peak {
+        Some(p) => println!("peak: {p}"),
+        None => println!("peak: unknown without a clock"),
+    }
+
+    let mut products: Vec<CountedProduct> = Vec::new();
+    let mut model_doc = serde_json::Value::Null;
+    if let Some(model) = &a.model {
+        let sp = common::spinner(format!("adapting {}", model.display()));
+        let mp = model_products(
+            model,
+            a.batch,
+            a.image_size,
+            a.targets.as_deref(),
+            a.exclude.as_deref(),
+        );
+        sp.finish_and_clear();
+        let mp = mp?;
+        let tokens = mp.tokens.map_or("unknown".to_string(), |t| {
+            format!("{t} (M = B·T = {})", t * a.batch)
+        });
+        println!(
+            "model {}  batch {}  image {:?}  tokens T {tokens}  adapted layers {}",
+            model.display(),
+            a.batch,
+            mp.image,
+            mp.layers
+        );
+        model_doc = serde_json::json!({
+            "path": model.display().to_string(), "batch": a.batch, "image": mp.image,
+            "tokens": mp.tokens, "adapted_layers": mp.layers,
+        });
+        products = mp.products;
+    }
+    products.extend(a.shapes.iter().map(|&[m, k, n]| CountedProduct {
+        product: crate::exec::MatrixProduct::plain(m, k, n),
+        count: 1,
+        example: "--shape".into(),
+    }));
+    println!(
+        "threads {threads}  warm-up runs {}  timed samples {} (median)",
+        a.warmup, a.iters
+    );
+    println!(
+        "{:<18} {:<40} {:>5} {:>10} {:>9} {:>7}",
+        "shape", "what", "count", "median ms", "GFLOP/s", "% peak"
+    );
+    let pb = common::bar(products.len() as u64, "products");
+    let mut rows = Vec::with_capacity(products.len());
+    for p in &products {
+        let r = measure(p, a.warmup, a.iters)?;
+        pb.suspend(|| {
+            println!(
+                "{:<18} {:<40} {:>5} {:>10.3} {:>9.1} {:>7}",
+                r.product.product.shape(),
+                r.product.product.kind.describe(),
+                r.product.count,
+                r.median_s * 1e3,
+                r.gflops,
+                peak.as_ref().map_or("-".to_string(), |pk| format!(
+                    "{:.1}",
+                    100.0 * r.gflops / pk.gflops()
+                ))
+            )
+        });
+        rows.push(r);
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    let mean = summary(&rows);
+    println!(
+        "summary: {mean:.1} GFLOP/s time-weighted mean over {} products, each row weighted by its count{}",
+        rows.len(),
+        peak.as_ref().map_or(String::new(), |pk| format!(
+            " ({:.1} % of peak)",
+            100.0 * mean / pk.gflops()
+        ))
+    );
+    if let Some(path) = &a.json {
+        let doc = serde_json::json!({
+            "cpu": machine.cpuinfo.model,
+            "vector_bits": machine.vector.bits,
+            "vector_source": machine.vector.source,
+            "threads": threads,
+            "logical_cpus": machine.available,
+            "clock_ghz": machine.clock.as_ref().map(|c| c.ghz),
+            "clock_source": machine.clock.as_ref().map(|c| c.source.clone()),
+            "fma_units": fma_units,
+            "peak_gflops": peak.as_ref().map(|p| p.gflops()),
+            "model": model_doc,
+            "summary_gflops": mean,
+            "rows": rows_json(&rows, peak.as_ref()),
+        });
+        crate::io::write_atomic(path, serde_json::to_string_pretty(&doc)?.as_bytes())
+            .with_context(|| path.display().to_string())?;
+        println!("wrote {}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
 }

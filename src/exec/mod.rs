@@ -16,6 +16,7 @@ pub(crate) mod shapes;
 #[cfg(test)]
 mod tests;
 
+pub use cpu::products::{MatrixProduct, PreparedProduct, ProductKind};
 pub use cpu::{CpuBackend, CpuValue};
 pub use cuda::{CudaBackend, CudaOptions, CudaValue};
 pub use device::{Device, DeviceSession, DeviceSpec};

@@ -459,6 +459,16 @@ impl Supernet {
         }
     }
 
+    /// The `[C, H, W]` of one training image: the declared channels with `image_size`
+    /// as both sides when given, else the declared size; `None` when a dim is unknown.
+    pub fn image_shape(&self, image_size: Option<usize>) -> Option<Vec<usize>> {
+        match (self.image_dims(), image_size) {
+            ([Some(c), _, _], Some(s)) => Some(vec![c, s, s]),
+            ([Some(c), Some(h), Some(w)], None) => Some(vec![c, h, w]),
+            _ => None,
+        }
+    }
+
     /// `g` with the head attached when there is one (its logits become the output).
     pub fn with_head(&self, mut g: Graph) -> anyhow::Result<Graph> {
         if let Some(h) = &self.head {

@@ -195,7 +195,7 @@ fn backward(
 }
 
 /// The transpose of a matrix view.
-fn transposed(m: MatRef<'_>) -> MatRef<'_> {
+pub(super) fn transposed(m: MatRef<'_>) -> MatRef<'_> {
     MatRef {
         rs: m.cs,
         cs: m.rs,
@@ -205,7 +205,7 @@ fn transposed(m: MatRef<'_>) -> MatRef<'_> {
 
 /// A buffer in W0's stored layout, seen as the `[d_out, d_in]` matrix (output i,
 /// input j).
-fn weight_view(buf: &[f32], dims: Dims) -> MatRef<'_> {
+pub(super) fn weight_view(buf: &[f32], dims: Dims) -> MatRef<'_> {
     match dims.layout {
         WeightLayout::OutIn => MatRef::row_major(buf, dims.d_in),
         WeightLayout::InOut => transposed(MatRef::row_major(buf, dims.d_out)),
@@ -225,7 +225,7 @@ fn leading_columns(data: &[f32], rank: usize) -> MatRef<'_> {
 /// `dst = lhs·rhs` for a `[d_out, k]` by `[k, d_in]` product, written in W0's stored
 /// layout (as `rhsᵀ·lhsᵀ` for `[d_in, d_out]`), so it pairs element for element
 /// with W0.
-fn product_in_weight_layout(
+pub(super) fn product_in_weight_layout(
     dst: &mut [f32],
     dims: Dims,
     k: usize,

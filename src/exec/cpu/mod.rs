@@ -13,6 +13,7 @@ mod grad;
 mod math;
 mod matmul;
 mod norm;
+pub mod products;
 mod reduce;
 mod resize;
 mod shape_ops;
