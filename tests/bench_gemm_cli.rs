@@ -25,17 +25,29 @@ fn check_output(out: &std::process::Output, json: &std::path::Path) -> Vec<serde
     let doc: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
     let rows = doc["rows"].as_array().unwrap().clone();
-    for r in &rows {
+    // The table's rows, in order, between its header and the summary.
+    let table: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("shape "))
+        .skip(1)
+        .take_while(|l| !l.starts_with("summary: "))
+        .collect();
+    assert_eq!(table.len(), rows.len(), "{text}");
+    for (r, line) in rows.iter().zip(&table) {
         let shape = r["shape"].as_str().unwrap();
         assert!(r["gflops"].as_f64().unwrap() > 0.0, "{r}");
-        let line = text
-            .lines()
-            .find(|l| l.starts_with(&format!("{shape} ")))
-            .unwrap_or_else(|| panic!("no row for {shape}: {text}"));
-        // The GFLOP/s column: second-to-last field, a positive number.
+        assert!(
+            line.starts_with(&format!("{shape} ")),
+            "{line} is not {shape}"
+        );
+        // The GFLOP/s column (second-to-last field) is the JSON's rate to one decimal.
         let fields: Vec<&str> = line.split_whitespace().collect();
         let rate: f64 = fields[fields.len() - 2].parse().unwrap();
-        assert!(rate > 0.0, "{line}");
+        let json_rate = r["gflops"].as_f64().unwrap();
+        assert!(
+            (rate - json_rate).abs() <= 0.05 + 1e-9,
+            "{line} vs {json_rate}"
+        );
     }
     assert!(text.contains("summary: "), "{text}");
     rows
