@@ -51,14 +51,8 @@ pub struct GemmArgs {
     /// (default: the model's declared size, required when it has none).
     #[arg(long, value_name = "SIZE")]
     pub image_size: Option<usize>,
-    /// Measure only linear layers whose name matches this regular expression
-    /// (default: every linear layer).
-    #[arg(long, value_name = "REGEX")]
-    pub targets: Option<String>,
-    /// Leave out linear layers whose name matches this regular expression (default:
-    /// none).
-    #[arg(long, value_name = "REGEX")]
-    pub exclude: Option<String>,
+    #[command(flatten)]
+    pub layers: super::common::LayerFlags,
     /// FMA units per core in the theoretical peak; not detectable (default: 2
     /// assumed, as on AVX-512 server cores and recent desktop cores).
     #[arg(long, value_name = "UNITS")]
@@ -115,14 +109,8 @@ pub struct TrainArgs {
     /// LoRA rank the adapters are stored at.
     #[arg(long, default_value_t = 4)]
     pub rank: usize,
-    /// Adapt only linear layers whose name matches this regular expression (default:
-    /// every linear layer).
-    #[arg(long, value_name = "REGEX")]
-    pub targets: Option<String>,
-    /// Leave out linear layers whose name matches this regular expression (default:
-    /// none).
-    #[arg(long, value_name = "REGEX")]
-    pub exclude: Option<String>,
+    #[command(flatten)]
+    pub layers: super::common::LayerFlags,
     /// Classes of the trained head, which reads the model's first output.
     #[arg(long, default_value_t = 100)]
     pub classes: usize,
@@ -433,8 +421,8 @@ fn train(a: TrainArgs) -> anyhow::Result<ExitCode> {
     let sp = common::spinner(format!("adapting {}", a.model.display()));
     let net = crate::supernet::Supernet::compile(
         &a.model,
-        a.targets.as_deref(),
-        a.exclude.as_deref(),
+        a.layers.targets.as_deref(),
+        a.layers.exclude.as_deref(),
         &[a.rank],
         a.seed,
         a.image_size.map(|s| [s, s]),
@@ -657,8 +645,8 @@ fn gemm(a: GemmArgs) -> anyhow::Result<ExitCode> {
             model,
             a.batch,
             a.image_size,
-            a.targets.as_deref(),
-            a.exclude.as_deref(),
+            a.layers.targets.as_deref(),
+            a.layers.exclude.as_deref(),
         );
         sp.finish_and_clear();
         let mp = mp?;

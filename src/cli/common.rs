@@ -1,4 +1,4 @@
-//! What several subcommands share: input, device, data and head flags (each defined
+//! What several subcommands share: input, device, data, layer and head flags (each defined
 //! once, so that `train`, `search` and `pipeline` read the same data the same way),
 //! loading a model with optional concrete input shapes, choosing inputs, and progress
 //! spinners.
@@ -103,6 +103,20 @@ impl DataFlags {
             test_limit: None,
         }
     }
+}
+
+/// Flags that choose which linear layers get GLoRA adapters (or, in `bench gemm`, are
+/// measured); `compile`, `pipeline` and the benches share them.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LayerFlags {
+    /// Adapt only linear layers whose name matches this regular expression
+    /// (default: every linear layer; `glora inspect MODEL.onnx` lists the names).
+    #[arg(long, value_name = "REGEX")]
+    pub targets: Option<String>,
+    /// Leave out linear layers whose name matches this regular expression (default:
+    /// none).
+    #[arg(long, value_name = "REGEX")]
+    pub exclude: Option<String>,
 }
 
 /// Flags that place a new classification head on a model.

@@ -17,14 +17,8 @@ pub struct Args {
     /// supernet there is replaced.
     #[arg(short, long)]
     pub output: PathBuf,
-    /// Adapt only linear layers whose name matches this regular expression
-    /// (default: every linear layer; `glora inspect MODEL.onnx` lists the names).
-    #[arg(long, value_name = "REGEX")]
-    pub targets: Option<String>,
-    /// Leave out linear layers whose name matches this regular expression (default:
-    /// none).
-    #[arg(long, value_name = "REGEX")]
-    pub exclude: Option<String>,
+    #[command(flatten)]
+    pub layers: super::common::LayerFlags,
     /// LoRA ranks the search space offers, e.g. `--ranks 2,4,8`; factors are stored at
     /// the largest.
     #[arg(long, value_delimiter = ',', default_value = "4")]
@@ -49,8 +43,8 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let sp = common::spinner(format!("adapting {}", a.model.display()));
     let net = Supernet::compile(
         &a.model,
-        a.targets.as_deref(),
-        a.exclude.as_deref(),
+        a.layers.targets.as_deref(),
+        a.layers.exclude.as_deref(),
         &a.ranks,
         a.seed,
         a.image_size.map(|s| [s, s]),

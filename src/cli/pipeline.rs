@@ -55,10 +55,8 @@ pub struct Args {
     /// Seed of initialisation, sample order, per-step configs and the search.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Adapt only linear layers whose name matches this regular expression (default:
-    /// every linear layer; `glora inspect MODEL.onnx` lists the names).
-    #[arg(long, value_name = "REGEX")]
-    pub targets: Option<String>,
+    #[command(flatten)]
+    pub layers: super::common::LayerFlags,
     /// LoRA ranks the search space offers, e.g. `--ranks 2,4,8`; factors are stored at
     /// the largest.
     #[arg(long, value_delimiter = ',', default_value = "4")]
@@ -105,7 +103,8 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             test_limit: a.test_limit,
             ..a.data.plan()
         },
-        targets: a.targets.clone(),
+        targets: a.layers.targets.clone(),
+        exclude: a.layers.exclude.clone(),
         ranks: a.ranks.clone(),
         features: a.head.features.clone(),
         pool: a.head.pool,
