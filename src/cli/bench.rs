@@ -57,16 +57,8 @@ pub struct GemmArgs {
     /// assumed, as on AVX-512 server cores and recent desktop cores).
     #[arg(long, value_name = "UNITS")]
     pub fma_units: Option<usize>,
-    /// Timed samples per product; the median is reported (each sample repeats the
-    /// product until it lasts at least 2 ms).
-    #[arg(long, default_value_t = 10)]
-    pub iters: usize,
-    /// Untimed runs of each product before timing.
-    #[arg(long, default_value_t = 2)]
-    pub warmup: usize,
-    /// Threads of the products (default: all cores).
-    #[arg(long)]
-    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub timing: TimingFlags,
     /// Also write the machine, the peak and every row as JSON to this file (read by
     /// `examples/gemm_reference.py --from-json`; default: none).
     #[arg(long, value_name = "FILE.json")]
@@ -167,13 +159,14 @@ pub struct ForwardArgs {
 /// How a benchmark times its runs.
 #[derive(Debug, clap::Args)]
 pub struct TimingFlags {
-    /// Timed runs per model or runtime (the median, fastest and slowest are printed).
+    /// Timed runs per model, runtime or product; the median is printed (`bench gemm`
+    /// repeats each product within a run until the run lasts at least 2 ms).
     #[arg(long, default_value_t = 10)]
     pub iters: usize,
-    /// Untimed runs before timing, per model or runtime.
+    /// Untimed runs before timing, per model, runtime or product.
     #[arg(long, default_value_t = 2)]
     pub warmup: usize,
-    /// Threads for every runtime measured (default: all cores).
+    /// Threads for everything measured (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
 }
@@ -609,7 +602,7 @@ fn gemm(a: GemmArgs) -> anyhow::Result<ExitCode> {
         Some(u) => (u, "given by --fma-units"),
         None => (2, "assumed: not detectable; override with --fma-units"),
     };
-    let threads = set_threads(a.threads);
+    let threads = set_threads(a.timing.threads);
     let machine = Machine::detect();
     let peak = machine.peak(threads, fma_units);
     println!(
@@ -673,7 +666,7 @@ fn gemm(a: GemmArgs) -> anyhow::Result<ExitCode> {
     }));
     println!(
         "threads {threads}  warm-up runs {}  timed samples {} (median)",
-        a.warmup, a.iters
+        a.timing.warmup, a.timing.iters
     );
     println!(
         "{:<18} {:<40} {:>5} {:>10} {:>9} {:>7}",
@@ -682,7 +675,7 @@ fn gemm(a: GemmArgs) -> anyhow::Result<ExitCode> {
     let pb = common::bar(products.len() as u64, "products");
     let mut rows = Vec::with_capacity(products.len());
     for p in &products {
-        let r = measure(p, a.warmup, a.iters)?;
+        let r = measure(p, a.timing.warmup, a.timing.iters)?;
         pb.suspend(|| {
             println!(
                 "{:<18} {:<40} {:>5} {:>10.3} {:>9.1} {:>7}",
