@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::report::PipelineReport;
+use super::report::{PipelineReport, op_rows, summary_rows};
 use crate::glora::Slot;
 use crate::glora::table::{CODE_LEGEND, LayerRow, option_counts, short_code};
 
@@ -65,10 +65,6 @@ fn row(s: &mut String, key: &str, value: &str) {
     let _ = writeln!(s, "<tr><th>{}</th><td>{value}</td></tr>", esc(key));
 }
 
-fn pct(x: f32) -> String {
-    format!("{:.2}%", 100.0 * x)
-}
-
 /// The figures a run folder holds, in reading order: (file stem, caption).
 pub const FIGURES: [(&str, &str); 4] = [
     (
@@ -97,59 +93,13 @@ pub fn pipeline_page(r: &PipelineReport, dir: &Path) -> String {
         esc(&r.data)
     );
     b.push_str("<h2>Summary</h2>\n<table>\n");
-    row(&mut b, "method", &esc(&r.method));
-    if let Some(budget) = r.budget {
-        row(&mut b, "parameter budget", &budget.to_string());
-    }
-    row(&mut b, "adapted layers", &r.adapted_layers.to_string());
-    row(&mut b, "adapter parameters", &r.adapter_params.to_string());
-    row(&mut b, "head parameters", &r.head_params.to_string());
-    row(
-        &mut b,
-        "samples (train / val / test)",
-        &format!(
-            "{} / {} / {}",
-            r.train_samples, r.val_samples, r.test_samples
-        ),
-    );
-    if let Some(v) = r.val_accuracy {
-        row(&mut b, "validation accuracy", &pct(v));
-    }
-    row(
-        &mut b,
-        "test accuracy",
-        &format!("<strong>{}</strong>", pct(r.test_accuracy)),
-    );
-    row(
-        &mut b,
-        "tract vs glora, max abs error",
-        &format!("{:.2e}", r.tract_max_abs_error),
-    );
-    row(
-        &mut b,
-        "file size (base / merged)",
-        &format!("{} / {} bytes", r.base_bytes, r.merged_bytes),
-    );
-    row(
-        &mut b,
-        "training",
-        &format!(
-            "{} steps, last loss {:.4}, {:.1} samples/s, {:.1} s",
-            r.train.steps, r.train.last_loss, r.train.samples_per_s, r.train.seconds
-        ),
-    );
-    if let Some(st) = &r.search {
-        row(
-            &mut b,
-            "search",
-            &format!(
-                "{} genomes in {} generations, {:.1} s ({:.1} ms per genome)",
-                st.evaluated,
-                st.generations,
-                st.seconds,
-                1e3 * st.seconds_per_genome
-            ),
-        );
+    for line in summary_rows(r) {
+        let value = esc(&line.value);
+        if line.key_result {
+            row(&mut b, line.key, &format!("<strong>{value}</strong>"));
+        } else {
+            row(&mut b, line.key, &value);
+        }
     }
     b.push_str("</table>\n");
 
@@ -183,16 +133,11 @@ pub fn pipeline_page(r: &PipelineReport, dir: &Path) -> String {
 
     b.push_str("<div class=\"grid\">\n<div>\n<h2>Operators, base vs merged</h2>\n");
     b.push_str("<table>\n<tr><th>op</th><th>base</th><th>merged</th></tr>\n");
-    let mut ops: Vec<&String> = r.base_ops.keys().chain(r.merged_ops.keys()).collect();
-    ops.sort();
-    ops.dedup();
-    for op in ops {
+    for (op, base, merged) in op_rows(r) {
         let _ = writeln!(
             b,
-            "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
-            esc(op),
-            r.base_ops.get(op).copied().unwrap_or(0),
-            r.merged_ops.get(op).copied().unwrap_or(0)
+            "<tr><td>{}</td><td class=\"num\">{base}</td><td class=\"num\">{merged}</td></tr>",
+            esc(op)
         );
     }
     b.push_str("</table>\n</div>\n<div>\n<h2>Time per stage</h2>\n");

@@ -255,6 +255,85 @@ fn pct(x: f32) -> String {
     format!("{:.2}%", 100.0 * x)
 }
 
+/// One line of a report's summary table.
+pub struct SummaryRow {
+    pub key: &'static str,
+    pub value: String,
+    /// The figure the run is judged by (the test accuracy), set in bold.
+    pub key_result: bool,
+}
+
+/// The summary table's rows, in order, as `report.md` and `report.html` show them.
+pub fn summary_rows(r: &PipelineReport) -> Vec<SummaryRow> {
+    let row = |key, value| SummaryRow {
+        key,
+        value,
+        key_result: false,
+    };
+    let mut rows = vec![row("method", r.method.clone())];
+    if let Some(b) = r.budget {
+        rows.push(row("parameter budget", b.to_string()));
+    }
+    rows.push(row("adapted layers", r.adapted_layers.to_string()));
+    rows.push(row("adapter parameters", r.adapter_params.to_string()));
+    rows.push(row("head parameters", r.head_params.to_string()));
+    rows.push(row(
+        "samples (train / val / test)",
+        format!(
+            "{} / {} / {}",
+            r.train_samples, r.val_samples, r.test_samples
+        ),
+    ));
+    if let Some(v) = r.val_accuracy {
+        rows.push(row("validation accuracy", pct(v)));
+    }
+    rows.push(SummaryRow {
+        key_result: true,
+        ..row("test accuracy", pct(r.test_accuracy))
+    });
+    rows.push(row(
+        "tract vs glora, max abs error",
+        format!("{:.2e}", r.tract_max_abs_error),
+    ));
+    rows.push(row(
+        "file size (base / merged)",
+        format!("{} / {} bytes", r.base_bytes, r.merged_bytes),
+    ));
+    rows.push(row(
+        "training",
+        format!(
+            "{} steps, last loss {:.4}, {:.1} samples/s, {:.1} s",
+            r.train.steps, r.train.last_loss, r.train.samples_per_s, r.train.seconds
+        ),
+    ));
+    if let Some(st) = &r.search {
+        rows.push(row(
+            "search",
+            format!(
+                "{} genomes in {} generations, {:.1} s ({:.1} ms per genome)",
+                st.evaluated,
+                st.generations,
+                st.seconds,
+                1e3 * st.seconds_per_genome
+            ),
+        ));
+    }
+    rows
+}
+
+/// Every op of the base or the merged model with its count in each, by name.
+pub fn op_rows(r: &PipelineReport) -> Vec<(&str, usize, usize)> {
+    let mut ops: Vec<&String> = r.base_ops.keys().chain(r.merged_ops.keys()).collect();
+    ops.sort();
+    ops.dedup();
+    ops.into_iter()
+        .map(|op| {
+            let count = |m: &BTreeMap<String, usize>| m.get(op).copied().unwrap_or(0);
+            (op.as_str(), count(&r.base_ops), count(&r.merged_ops))
+        })
+        .collect()
+}
+
 /// The report as Markdown; figures found in `dir` are linked.
 pub fn markdown(r: &PipelineReport, dir: &std::path::Path) -> String {
     let mut s = String::new();
@@ -262,46 +341,12 @@ pub fn markdown(r: &PipelineReport, dir: &std::path::Path) -> String {
     let _ = writeln!(s, "| | |\n|---|---|");
     let _ = writeln!(s, "| model | `{}` |", r.model);
     let _ = writeln!(s, "| data | `{}` |", r.data);
-    let _ = writeln!(s, "| method | {} |", r.method);
-    if let Some(b) = r.budget {
-        let _ = writeln!(s, "| parameter budget | {b} |");
-    }
-    let _ = writeln!(s, "| adapted layers | {} |", r.adapted_layers);
-    let _ = writeln!(s, "| adapter parameters | {} |", r.adapter_params);
-    let _ = writeln!(s, "| head parameters | {} |", r.head_params);
-    let _ = writeln!(
-        s,
-        "| samples (train / val / test) | {} / {} / {} |",
-        r.train_samples, r.val_samples, r.test_samples
-    );
-    if let Some(v) = r.val_accuracy {
-        let _ = writeln!(s, "| validation accuracy | {} |", pct(v));
-    }
-    let _ = writeln!(s, "| **test accuracy** | **{}** |", pct(r.test_accuracy));
-    let _ = writeln!(
-        s,
-        "| tract vs glora, max abs error | {:.2e} |",
-        r.tract_max_abs_error
-    );
-    let _ = writeln!(
-        s,
-        "| file size (base / merged) | {} / {} bytes |",
-        r.base_bytes, r.merged_bytes
-    );
-    let _ = writeln!(
-        s,
-        "| training | {} steps, last loss {:.4}, {:.1} samples/s, {:.1} s |",
-        r.train.steps, r.train.last_loss, r.train.samples_per_s, r.train.seconds
-    );
-    if let Some(st) = &r.search {
-        let _ = writeln!(
-            s,
-            "| search | {} genomes in {} generations, {:.1} s ({:.1} ms per genome) |",
-            st.evaluated,
-            st.generations,
-            st.seconds,
-            1e3 * st.seconds_per_genome
-        );
+    for row in summary_rows(r) {
+        if row.key_result {
+            let _ = writeln!(s, "| **{}** | **{}** |", row.key, row.value);
+        } else {
+            let _ = writeln!(s, "| {} | {} |", row.key, row.value);
+        }
     }
     let _ = writeln!(s, "\n## Time per stage (this invocation)\n");
     let _ = writeln!(s, "| stage | seconds |\n|---|---|");
@@ -310,16 +355,8 @@ pub fn markdown(r: &PipelineReport, dir: &std::path::Path) -> String {
     }
     let _ = writeln!(s, "\n## Operators, base model vs merged export\n");
     let _ = writeln!(s, "| op | base | merged |\n|---|---|---|");
-    let mut ops: Vec<&String> = r.base_ops.keys().chain(r.merged_ops.keys()).collect();
-    ops.sort();
-    ops.dedup();
-    for op in ops {
-        let _ = writeln!(
-            s,
-            "| {op} | {} | {} |",
-            r.base_ops.get(op).copied().unwrap_or(0),
-            r.merged_ops.get(op).copied().unwrap_or(0)
-        );
+    for (op, base, merged) in op_rows(r) {
+        let _ = writeln!(s, "| {op} | {base} | {merged} |");
     }
     let figures: Vec<_> = super::html::FIGURES
         .iter()
