@@ -93,7 +93,7 @@ pub struct ParityArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct TrainArgs {
-    /// The ONNX model whose linear layers get GLoRA adapters.
+    /// The model whose linear layers get GLoRA adapters: an ONNX file or a Hugging Face checkpoint folder (config.json + safetensors).
     pub model: PathBuf,
     /// Images per step.
     #[arg(long, default_value_t = 8, value_name = "IMAGES")]
@@ -145,7 +145,7 @@ pub struct GloraArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct ForwardArgs {
-    /// The ONNX model.
+    /// The model: an ONNX file or a Hugging Face checkpoint folder (config.json + safetensors).
     pub model: PathBuf,
     #[command(flatten)]
     pub inputs: InputFlags,

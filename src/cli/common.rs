@@ -109,13 +109,16 @@ impl DataFlags {
 /// measured); `compile`, `pipeline` and the benches share them.
 #[derive(Debug, Clone, clap::Args)]
 pub struct LayerFlags {
-    /// Adapt only linear layers whose name matches this regular expression
-    /// (default: every linear layer; `glora inspect MODEL.onnx` lists the names).
-    #[arg(long, value_name = "REGEX")]
+    /// Adapt only these linear layers: a comma-separated list of module names as
+    /// PEFT's `target_modules` takes them (`query,value` picks every layer named
+    /// `query` or ending in `.query` or `.value`), or a regular expression searched
+    /// in the layer name (`layer\.[0-5]\.`). Default: every linear layer; `glora
+    /// inspect MODEL` lists the names.
+    #[arg(long, value_name = "NAMES|REGEX")]
     pub targets: Option<String>,
-    /// Leave out linear layers whose name matches this regular expression (default:
-    /// none).
-    #[arg(long, value_name = "REGEX")]
+    /// Leave out linear layers named by this list or regular expression, as for
+    /// --targets (default: none).
+    #[arg(long, value_name = "NAMES|REGEX")]
     pub exclude: Option<String>,
 }
 
@@ -161,16 +164,43 @@ fn parse_shape_arg(s: &str) -> Result<(String, Vec<usize>), String> {
 /// Imports an ONNX file, fixing the shapes of inputs named in `shapes`.
 pub fn import(path: &Path, shapes: &[(String, Vec<usize>)]) -> anyhow::Result<Graph> {
     let sp = spinner(format!("importing {}", path.display()));
-    let mut g = crate::onnx::import_file(path)?;
+    let mut g = crate::models::load_model(path)?;
     sp.finish_and_clear();
     if !shapes.is_empty() {
         let known =
             concrete_input_shapes(&g, shapes, 1, 1).with_context(|| path.display().to_string())?;
+        let bound = crate::verify::bound_symbols(&g, shapes);
         for (name, _, dims) in known
             .iter()
             .filter(|(n, _, _)| shapes.iter().any(|(s, _)| s == n))
         {
             g.set_input_shape(name, Shape::known(dims))?;
+        }
+        // Inputs that share a symbol with a given one take its size (the mask of
+        // `--shape input_ids=2x9`); their other symbols stay symbolic.
+        let others: Vec<(String, Shape)> = g
+            .inputs
+            .iter()
+            .map(|&i| g.node(i))
+            .filter(|n| !shapes.iter().any(|(s, _)| *s == n.name))
+            .filter_map(|n| {
+                let ty = n.outputs[0].ty.as_ref()?;
+                let dims = ty
+                    .shape
+                    .dims()
+                    .iter()
+                    .map(|d| match d {
+                        crate::ir::Dim::Sym(s) if bound.contains_key(s) => {
+                            crate::ir::Dim::Known(bound[s])
+                        }
+                        d => d.clone(),
+                    })
+                    .collect();
+                Some((n.name.clone(), Shape(dims)))
+            })
+            .collect();
+        for (name, shape) in others {
+            g.set_input_shape(&name, shape)?;
         }
         crate::ir::infer::infer_types(&mut g).with_context(|| path.display().to_string())?;
     }

@@ -1,4 +1,4 @@
-//! `glora compile MODEL.onnx -o NAME.glora`: adapts a model's linear layers with GLoRA
+//! `glora compile MODEL -o NAME.glora`: adapts a model's linear layers with GLoRA
 //! and writes the supernet directory; prints the adapted layers and the parameter
 //! counts of the supernet and of its smallest and largest config.
 
@@ -11,7 +11,7 @@ use crate::supernet::Supernet;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The ONNX model to adapt.
+    /// The model to adapt: an ONNX file or a Hugging Face checkpoint folder (config.json + safetensors).
     pub model: PathBuf,
     /// The supernet directory to write (conventionally NAME.glora); an earlier
     /// supernet there is replaced.

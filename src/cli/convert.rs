@@ -7,7 +7,7 @@ use super::common;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The ONNX model to read.
+    /// The model to read: an ONNX file or a Hugging Face checkpoint folder (config.json + safetensors).
     pub model: PathBuf,
     /// Where to write the simplified model.
     #[arg(short, long)]

@@ -1,4 +1,4 @@
-//! `glora inspect MODEL.onnx`: what a model takes and gives, what it is made of, and
+//! `glora inspect MODEL`: what a model takes and gives, what it is made of, and
 //! which linear layers glora can adapt. `glora inspect NAME.glora`: a supernet's base
 //! model, adapted layers, rank set, parameter counts and chosen config.
 
@@ -12,7 +12,7 @@ use crate::supernet::artifact;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The ONNX model, or a supernet directory written by `glora compile`.
+    /// The model (an ONNX file or a Hugging Face checkpoint folder (config.json + safetensors)), or a supernet directory written by `glora compile`.
     pub model: PathBuf,
     /// Also print the whole graph after simplification, one node per line.
     #[arg(long)]
@@ -20,7 +20,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
-    if a.model.is_dir() {
+    if a.model.is_dir() && !crate::models::is_checkpoint_dir(&a.model) {
         return inspect_supernet(&a.model);
     }
     let mut g = common::import(&a.model, &[])?;

@@ -19,7 +19,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// GLoRA fine-tuning as a compile-train-export pipeline: import an ONNX model, adapt,
+/// GLoRA fine-tuning as a compile-train-export pipeline: import an ONNX model or a Hugging Face checkpoint, adapt,
 /// train, search, merge, and export an ONNX file with the base model's cost.
 #[derive(Debug, Parser)]
 #[command(name = "glora", version, about, long_about = None, propagate_version = true)]

@@ -1,4 +1,4 @@
-//! `glora pipeline MODEL.onnx --data PATH --budget B -o RUN/`: compile, train, search
+//! `glora pipeline MODEL --data PATH --budget B -o RUN/`: compile, train, search
 //! (or a fixed method), export, verify and test in one command, resumable.
 
 use std::path::PathBuf;
@@ -12,7 +12,7 @@ use crate::train::source::DataPlan;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The pretrained ONNX model.
+    /// The pretrained model: an ONNX file or a Hugging Face checkpoint folder (config.json + safetensors).
     pub model: PathBuf,
     #[command(flatten)]
     pub data: common::DataFlags,

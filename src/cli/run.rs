@@ -1,4 +1,4 @@
-//! `glora run MODEL.onnx`: runs a model with glora's CPU executor on given or random
+//! `glora run MODEL`: runs a model with glora's CPU executor on given or random
 //! inputs, prints a summary of each output, and optionally saves them.
 
 use std::path::PathBuf;
@@ -9,7 +9,7 @@ use super::common::{self, InputFlags};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The ONNX model.
+    /// The model: an ONNX file or a Hugging Face checkpoint folder (config.json + safetensors).
     pub model: PathBuf,
     #[command(flatten)]
     pub inputs: InputFlags,

@@ -12,10 +12,11 @@
 //! graph reads `image` f32 `[batch, C, H, W]` and writes `features`
 //! `[batch, tokens, dim]` and, with a head, `logits` `[batch, classes]`.
 
+use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rand::{RngExt, SeedableRng};
 
 use super::ModelError;
+use super::weights::truncated_normal;
 use crate::ir::infer::infer_types;
 use crate::ir::{
     BinaryOp, ConvAttrs, DType, Dim, GeluApprox, Graph, Op, Port, Shape, Tensor, TensorError,
@@ -447,20 +448,6 @@ impl Builder {
     }
 }
 
-/// A normal sample with standard deviation `std`, redrawn until it lies within two
-/// standard deviations (Box–Muller on two uniforms).
-fn truncated_normal(rng: &mut StdRng, std: f64) -> f32 {
-    loop {
-        // 1 − U lies in (0, 1], so the logarithm is finite.
-        let u1 = 1.0 - rng.random::<f64>();
-        let u2 = rng.random::<f64>();
-        let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
-        if z.abs() <= 2.0 {
-            return (z * std) as f32;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -472,6 +459,7 @@ mod tests {
     use crate::onnx::{ExportOptions, export_model, import_bytes};
     use crate::passes::find_linear_layers;
     use crate::verify::{TractModel, compare_outputs};
+    use rand::RngExt;
 
     fn batch_dims(rest: &[usize]) -> Shape {
         let mut dims = vec![Dim::sym(BATCH)];

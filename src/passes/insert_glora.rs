@@ -38,13 +38,30 @@ pub struct AdaptedLayer {
     pub layout: WeightLayout,
 }
 
+/// A comma-separated list of plain module names (`query,value`, as PEFT's
+/// `target_modules` list is written) matches a layer whose name is one of them or
+/// ends with `.` and one of them; anything else is a regular expression searched
+/// anywhere in the name.
 fn compile_regex(flag: &str, pattern: &str) -> anyhow::Result<Regex> {
-    Regex::new(pattern).with_context(|| format!("invalid {flag} regular expression {pattern:?}"))
+    let plain = |e: &str| {
+        !e.is_empty()
+            && e.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+    };
+    let entries: Vec<&str> = pattern.split(',').map(str::trim).collect();
+    let source = if entries.len() > 1 && entries.iter().all(|e| plain(e)) {
+        let names: Vec<String> = entries.iter().map(|e| regex::escape(e)).collect();
+        format!("(?:^|\\.)(?:{})$", names.join("|"))
+    } else {
+        pattern.to_string()
+    };
+    Regex::new(&source).with_context(|| format!("invalid {flag} regular expression {pattern:?}"))
 }
 
 /// The layers whose names match `targets` (all when `None`) and do not match
-/// `exclude`. Patterns search anywhere in the name (anchor them with `^…$` for a
-/// full match). Selecting no layer at all is an error.
+/// `exclude`. A pattern is a list of module names (`query,value`) or a regular
+/// expression searched anywhere in the name (anchor it with `^…$` for a full match).
+/// Selecting no layer at all is an error.
 pub fn select_layers(
     layers: Vec<LinearLayer>,
     targets: Option<&str>,
@@ -349,4 +366,35 @@ pub fn set_adapter_tensors(g: &mut Graph, layer: &str, t: &AdapterTensors) -> an
         node.outputs[0].ty = Some(TensorType::new(tensor.dtype(), tensor.ir_shape()));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::compile_regex;
+
+    #[test]
+    fn module_name_lists_match_as_peft_target_modules_and_others_are_regexes() {
+        let list = compile_regex("--targets", "query, value").unwrap();
+        for (name, hit) in [
+            ("encoder.layer.0.attention.self.query", true),
+            ("encoder.layer.11.attention.self.value", true),
+            ("query", true),
+            ("encoder.layer.0.attention.self.key", false),
+            // A suffix of the last component is not the module's name.
+            ("encoder.layer.0.attention.self.subquery", false),
+            ("encoder.layer.0.attention.self.query.extra", false),
+        ] {
+            assert_eq!(list.is_match(name), hit, "{name}");
+        }
+        let dotted = compile_regex("--targets", "self.query,output.dense").unwrap();
+        assert!(dotted.is_match("encoder.layer.0.attention.output.dense"));
+        assert!(!dotted.is_match("encoder.layer.0.attention.self.key"));
+        // One name alone stays a regular expression searched in the name.
+        let one = compile_regex("--targets", "attn").unwrap();
+        assert!(one.is_match("blocks.0.attn.qkv"));
+        let re = compile_regex("--targets", r"layer\.[0-1]\.").unwrap();
+        assert!(re.is_match("encoder.layer.1.output.dense"));
+        assert!(!re.is_match("encoder.layer.2.output.dense"));
+        assert!(compile_regex("--targets", "(").is_err());
+    }
 }

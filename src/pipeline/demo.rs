@@ -295,7 +295,7 @@ fn intro(r: &DemoReport) -> String {
 
 /// Trainable weights of full fine-tuning: every float tensor of the model.
 fn full_params(model: &Path) -> anyhow::Result<usize> {
-    let g = crate::onnx::import_file(model)?;
+    let g = crate::models::load_model(model)?;
     Ok(g.node_ids()
         .into_iter()
         .filter_map(|id| g.node(id).op.weight())

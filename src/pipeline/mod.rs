@@ -457,7 +457,7 @@ pub fn run_pipeline(
     lap("test", &mut clock);
 
     let merged = crate::onnx::import_file(&paths.model)?;
-    let base = crate::onnx::import_file(model)?;
+    let base = crate::models::load_model(model)?;
     let report = PipelineReport {
         model: model.display().to_string(),
         data: data_path.display().to_string(),

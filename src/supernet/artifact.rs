@@ -147,17 +147,47 @@ impl Manifest {
 /// SHA-256 of a file's bytes, lowercase hex, read in chunks so large models do not sit
 /// in memory twice.
 pub fn sha256_file(path: &Path) -> anyhow::Result<String> {
-    let mut f = fs::File::open(path).with_context(|| path.display().to_string())?;
     let mut hasher = Sha256::new();
+    hash_into(&mut hasher, path)?;
+    Ok(hex(&hasher.finalize()))
+}
+
+fn hash_into(hasher: &mut Sha256, path: &Path) -> anyhow::Result<()> {
+    let mut f = fs::File::open(path).with_context(|| path.display().to_string())?;
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = f
             .read(&mut buf)
             .with_context(|| path.display().to_string())?;
         if n == 0 {
-            break;
+            return Ok(());
         }
         hasher.update(&buf[..n]);
+    }
+}
+
+/// SHA-256 of a model: an ONNX file's bytes, or for a checkpoint folder the names and
+/// bytes of the files that define the network (`config.json`, the safetensors files
+/// and their index), in name order. Tokenizer files do not change the model.
+pub fn sha256_model(path: &Path) -> anyhow::Result<String> {
+    if !path.is_dir() {
+        return sha256_file(path);
+    }
+    let mut names: Vec<String> = fs::read_dir(path)
+        .with_context(|| path.display().to_string())?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| {
+            n == "config.json"
+                || n.ends_with(".safetensors")
+                || n.ends_with(".safetensors.index.json")
+        })
+        .collect();
+    names.sort();
+    let mut hasher = Sha256::new();
+    for n in &names {
+        hasher.update(n.as_bytes());
+        hasher.update([0u8]);
+        hash_into(&mut hasher, &path.join(n))?;
     }
     Ok(hex(&hasher.finalize()))
 }
@@ -169,14 +199,14 @@ fn hex(bytes: &[u8]) -> String {
 /// Checks that the base model still is the file the artifact was built from.
 pub fn check_base(manifest: &Manifest, dir: &Path) -> anyhow::Result<PathBuf> {
     let path = manifest.base_path(dir);
-    if !path.is_file() {
+    if !path.exists() {
         bail!(
             "base model {} (named in {}) does not exist",
             path.display(),
             dir.join(MANIFEST_FILE).display()
         );
     }
-    let actual = sha256_file(&path)?;
+    let actual = sha256_model(&path)?;
     if actual != manifest.base_model.sha256 {
         bail!(
             "base model {}: sha256 {actual} differs from {} recorded in {}; the file changed since the supernet was compiled",

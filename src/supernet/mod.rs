@@ -150,7 +150,7 @@ fn kind_of(kind: LinearKind) -> LayerKind {
 /// Imports an ONNX model, re-declares its image size when asked, and runs the
 /// standard simplification on it.
 fn import_simplified(model: &Path, image_size: Option<[usize; 2]>) -> anyhow::Result<Graph> {
-    let mut g = crate::onnx::import_file(model)?;
+    let mut g = crate::models::load_model(model)?;
     let Some([h, w]) = image_size else {
         passes::optimize(&mut g, &CpuBackend).with_context(|| model.display().to_string())?;
         return Ok(g);
@@ -240,7 +240,7 @@ impl Supernet {
         let space = SearchSpace::new(ranks.iter().copied()).context("--ranks")?;
         let base_path =
             std::fs::canonicalize(model).with_context(|| model.display().to_string())?;
-        let base_sha256 = artifact::sha256_file(&base_path)?;
+        let base_sha256 = artifact::sha256_model(&base_path)?;
         let base = import_simplified(&base_path, image_size)?;
         let found = passes::find_linear_layers(&base);
         let chosen = passes::select_layers(found, targets, exclude)

@@ -3,6 +3,8 @@
 //! seeded random data that suits each input (normal floats; token ids, masks and
 //! type ids for integer inputs).
 
+use std::collections::HashMap;
+
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
@@ -31,6 +33,28 @@ pub enum InputError {
     Untyped(String),
 }
 
+/// The sizes that `overrides` give the symbolic dims of the inputs they name, by
+/// symbol: `--shape input_ids=2x9` binds `batch` to 2 and `sequence` to 9 for every
+/// input that shares them.
+pub fn bound_symbols(g: &Graph, overrides: &[(String, Vec<usize>)]) -> HashMap<String, usize> {
+    let mut bound = HashMap::new();
+    for &id in &g.inputs {
+        let node = g.node(id);
+        let (Some(ty), Some((_, given))) = (
+            node.outputs[0].ty.as_ref(),
+            overrides.iter().find(|(n, _)| *n == node.name),
+        ) else {
+            continue;
+        };
+        for (d, &got) in ty.shape.dims().iter().zip(given) {
+            if let Dim::Sym(sym) = d {
+                bound.entry(sym.clone()).or_insert(got);
+            }
+        }
+    }
+    bound
+}
+
 /// Parses `NAME=1x3x224x224` (also `NAME=1,3,224,224`; `NAME=` alone is a scalar).
 pub fn parse_shape(s: &str) -> Result<(String, Vec<usize>), InputError> {
     let (name, dims) = s
@@ -54,7 +78,9 @@ pub fn parse_shape(s: &str) -> Result<(String, Vec<usize>), InputError> {
 }
 
 /// The concrete dtype and shape of every graph input: `overrides` first, then the
-/// declared dims, with symbolic dims set to `batch` on axis 0 and `seq` elsewhere.
+/// declared dims, with a symbolic dim taking the size an override gave the same
+/// symbol on another input (`--shape input_ids=2x9` sizes `attention_mask` too), else
+/// `batch` on axis 0 and `seq` elsewhere.
 pub fn concrete_input_shapes(
     g: &Graph,
     overrides: &[(String, Vec<usize>)],
@@ -67,6 +93,7 @@ pub fn concrete_input_shapes(
             return Err(InputError::Unknown(n.clone(), names.join(", ")));
         }
     }
+    let bound = bound_symbols(g, overrides);
     let mut out = Vec::new();
     for &id in &g.inputs {
         let node = g.node(id);
@@ -104,6 +131,7 @@ pub fn concrete_input_shapes(
                 .enumerate()
                 .map(|(axis, d)| match d {
                     Dim::Known(n) => *n,
+                    Dim::Sym(sym) if bound.contains_key(sym) => bound[sym],
                     Dim::Sym(_) if axis == 0 => batch,
                     Dim::Sym(_) => seq,
                 })
@@ -208,6 +236,8 @@ mod tests {
         assert_eq!(s[1].2, vec![2, 7]);
         let s = concrete_input_shapes(&g, &[("image".into(), vec![5, 3, 4])], 2, 7).unwrap();
         assert_eq!(s[0].2, vec![5, 3, 4]);
+        // The batch symbol the image fixed sizes the mask as well.
+        assert_eq!(s[1].2, vec![5, 7]);
         assert!(matches!(
             concrete_input_shapes(&g, &[("image".into(), vec![5, 2, 4])], 1, 1),
             Err(InputError::Dim { axis: 1, .. })

@@ -7,5 +7,5 @@ mod inputs;
 mod tract_runner;
 
 pub use compare::{Comparison, compare_outputs};
-pub use inputs::{InputError, concrete_input_shapes, parse_shape, random_inputs};
+pub use inputs::{InputError, bound_symbols, concrete_input_shapes, parse_shape, random_inputs};
 pub use tract_runner::{TractModel, VerifyError};

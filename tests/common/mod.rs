@@ -81,6 +81,26 @@ pub fn python_with_onnx() -> Option<String> {
     }
 }
 
+/// A Python interpreter that imports every module in `modules` (`torch`,
+/// `transformers`), if there is one; otherwise prints why the caller skips.
+pub fn python_with(modules: &[&str]) -> Option<String> {
+    let py = std::env::var("GLORA_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = Command::new(&py)
+        .args(["-c", &format!("import {}", modules.join(", "))])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if ok {
+        Some(py)
+    } else {
+        println!(
+            "SKIP: no Python with {} (set GLORA_PYTHON)",
+            modules.join(" and ")
+        );
+        None
+    }
+}
+
 /// Runs the strict ONNX checker on a file; returns its complaint, if any.
 pub fn onnx_check(py: &str, path: &std::path::Path) -> Result<(), String> {
     let o = Command::new(py)

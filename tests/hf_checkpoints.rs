@@ -1,0 +1,364 @@
+//! The Hugging Face checkpoint front end against transformers itself: for every
+//! family glora builds, `tests/reference/hf_checkpoints.py` saves a freshly
+//! initialised model and its outputs on fixed inputs; the graph glora builds from the
+//! folder must reproduce them (≤ 1e-4), before and after simplification and after
+//! export to ONNX in tract. The real all-MiniLM-L6-v2 fixture is checked the same way.
+
+mod common;
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use common::*;
+use glora::ir::Tensor;
+
+const TOLERANCE: f32 = 1e-4;
+
+/// The folder the reference script wrote, made once per test binary; `None` (after a
+/// notice) without torch and transformers.
+fn references() -> Option<&'static Path> {
+    static DIR: OnceLock<Option<tempfile::TempDir>> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let py = python_with(&["torch", "transformers", "safetensors"])?;
+        let dir = tempfile::tempdir().unwrap();
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/hf_checkpoints.py");
+        let mut cmd = std::process::Command::new(py);
+        cmd.arg(&script).arg(dir.path());
+        let minilm = fixtures_dir().join("models/all-minilm-l6-v2");
+        if minilm.is_dir() {
+            cmd.arg("--minilm").arg(&minilm);
+        }
+        let o = cmd.output().expect("python runs");
+        assert!(o.status.success(), "{}", stderr(&o));
+        Some(dir)
+    })
+    .as_ref()
+    .map(|d| d.path())
+}
+
+fn reference(folder: &Path) -> Vec<(String, Tensor)> {
+    glora::io::read_safetensors(&folder.join("reference.safetensors")).unwrap()
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.shape(), b.shape());
+    a.to_f32_vec()
+        .iter()
+        .zip(b.to_f32_vec())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// Runs `g` on the reference inputs it takes and compares every output it has a
+/// reference for; returns how many it compared.
+fn check_outputs(what: &str, g: &glora::ir::Graph, refs: &[(String, Tensor)]) -> usize {
+    let input_names: Vec<String> = g.inputs.iter().map(|&i| g.node(i).name.clone()).collect();
+    let inputs: Vec<(String, Tensor)> = input_names
+        .iter()
+        .map(|n| {
+            let t = refs.iter().find(|(r, _)| r == n);
+            (
+                n.clone(),
+                t.unwrap_or_else(|| panic!("{what}: no reference input {n}"))
+                    .1
+                    .clone(),
+            )
+        })
+        .collect();
+    let outs = glora::exec::run_cpu(g, &inputs).unwrap();
+    let mut compared = 0;
+    for (o, t) in g.outputs.iter().zip(&outs) {
+        let name = &g.value(*o).name;
+        let (_, want) = refs
+            .iter()
+            .find(|(r, _)| r == name)
+            .unwrap_or_else(|| panic!("{what}: output {name} has no reference"));
+        let d = max_diff(t, want);
+        println!("{what}: {name} max |diff| {d:.2e}");
+        assert!(
+            d <= TOLERANCE,
+            "{what}: {name} differs from transformers by {d}"
+        );
+        compared += 1;
+    }
+    compared
+}
+
+/// Built, simplified, exported and run in tract: all equal transformers.
+fn check_family(name: &str, outputs: usize) -> Option<glora::models::HfModel> {
+    let dir = references()?.join(name);
+    let refs = reference(&dir);
+    let m = glora::models::build_checkpoint(&dir).unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert_eq!(
+        check_outputs(name, &m.graph, &refs),
+        outputs,
+        "{name}: outputs"
+    );
+    let mut g = m.graph.clone();
+    glora::passes::optimize(&mut g, &glora::exec::CpuBackend).unwrap();
+    check_outputs(&format!("{name} simplified"), &g, &refs);
+    let onnx = tempfile::tempdir().unwrap();
+    let path = onnx.path().join("model.onnx");
+    glora::onnx::export_file(&g, &path, &Default::default()).unwrap();
+    let inputs: Vec<(String, Tensor)> = g
+        .inputs
+        .iter()
+        .map(|&i| {
+            let n = g.node(i).name.clone();
+            let t = refs.iter().find(|(r, _)| *r == n).unwrap().1.clone();
+            (n, t)
+        })
+        .collect();
+    let tract = glora::verify::TractModel::load(&path, &inputs).unwrap();
+    let outs = tract.run(&inputs).unwrap();
+    for (o, t) in g.outputs.iter().zip(&outs) {
+        let oname = &g.value(*o).name;
+        let want = &refs.iter().find(|(r, _)| r == oname).unwrap().1;
+        let d = max_diff(t, want);
+        println!("{name} in tract: {oname} max |diff| {d:.2e}");
+        assert!(d <= TOLERANCE, "{name} in tract: {oname} differs by {d}");
+    }
+    Some(m)
+}
+
+fn layer_names(g: &glora::ir::Graph) -> Vec<String> {
+    glora::passes::find_linear_layers(g)
+        .into_iter()
+        .map(|l| l.name)
+        .collect()
+}
+
+/// The module paths of BERT's linear layers, written out for two layers.
+fn bert_layers(pooler: bool) -> Vec<String> {
+    let mut v = Vec::new();
+    for i in 0..2 {
+        for m in [
+            "attention.self.query",
+            "attention.self.key",
+            "attention.self.value",
+            "attention.output.dense",
+            "intermediate.dense",
+            "output.dense",
+        ] {
+            v.push(format!("encoder.layer.{i}.{m}"));
+        }
+    }
+    if pooler {
+        v.push("pooler.dense".into());
+    }
+    v
+}
+
+#[test]
+fn bert_equals_transformers_and_names_layers_by_module_path() {
+    let Some(m) = check_family("bert", 2) else {
+        return;
+    };
+    let mut names = layer_names(&m.graph);
+    let mut want = bert_layers(true);
+    names.sort();
+    want.sort();
+    assert_eq!(names, want);
+    let inputs: Vec<&str> = m
+        .graph
+        .inputs
+        .iter()
+        .map(|&i| m.graph.node(i).name.as_str())
+        .collect();
+    assert_eq!(inputs, ["input_ids", "attention_mask", "token_type_ids"]);
+    assert_eq!(m.max_positions, Some(64));
+}
+
+#[test]
+fn bert_variants_equal_transformers() {
+    check_family("bert-gelu-new", 2);
+    let Some(m) = check_family("bert-relu-nopooler", 1) else {
+        return;
+    };
+    assert_eq!(layer_names(&m.graph).len(), bert_layers(false).len());
+}
+
+#[test]
+fn task_model_prefix_sharded_and_half_precision_checkpoints_load() {
+    check_family("bert-task", 2);
+    check_family("bert-sharded", 2);
+    check_family("bert-f16", 2);
+    check_family("bert-bf16", 2);
+}
+
+#[test]
+fn roberta_family_equals_transformers() {
+    let Some(m) = check_family("roberta", 2) else {
+        return;
+    };
+    let inputs: Vec<&str> = m
+        .graph
+        .inputs
+        .iter()
+        .map(|&i| m.graph.node(i).name.as_str())
+        .collect();
+    assert_eq!(inputs, ["input_ids", "attention_mask"]);
+    // 66 positions, of which pad_token_id + 1 = 2 are never used by a real token.
+    assert_eq!(m.max_positions, Some(64));
+    check_family("xlm-roberta", 2);
+}
+
+#[test]
+fn distilbert_equals_transformers() {
+    let Some(m) = check_family("distilbert", 1) else {
+        return;
+    };
+    assert!(layer_names(&m.graph).contains(&"transformer.layer.1.ffn.lin2".to_string()));
+}
+
+#[test]
+fn vision_families_equal_transformers() {
+    let Some(m) = check_family("vit", 2) else {
+        return;
+    };
+    assert!(
+        layer_names(&m.graph).contains(&"encoder.layer.0.attention.attention.query".to_string())
+    );
+    check_family("deit", 2);
+    check_family("dinov2", 2);
+    check_family("dinov2-swiglu", 2);
+}
+
+#[test]
+fn minilm_fixture_equals_transformers() {
+    let Some(refs) = references() else { return };
+    let Some(dir) = fixture("models/all-minilm-l6-v2") else {
+        return;
+    };
+    let refs = reference(&refs.join("minilm"));
+    let m = glora::models::build_checkpoint(&dir).unwrap();
+    assert_eq!(check_outputs("minilm", &m.graph, &refs), 2);
+    let names = layer_names(&m.graph);
+    assert_eq!(names.len(), 37, "{names:?}");
+    assert_eq!(
+        names
+            .iter()
+            .filter(|n| n.starts_with("encoder.layer."))
+            .count(),
+        36
+    );
+    assert_eq!(m.max_positions, Some(512));
+}
+
+/// Folders that are not checkpoints glora can build: one line naming the file and key.
+#[test]
+fn bad_checkpoints_are_named_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let err = |p: &Path| glora::models::build_checkpoint(p).unwrap_err().to_string();
+    std::fs::write(d.join("config.json"), r#"{"model_type": "gpt2"}"#).unwrap();
+    let e = err(d);
+    assert!(
+        e.contains("config.json") && e.contains("gpt2") && e.contains("bert, roberta"),
+        "{e}"
+    );
+    std::fs::write(
+        d.join("config.json"),
+        "{\"model_type\": \"bert\",\n \"vocab_size\": }",
+    )
+    .unwrap();
+    let e = err(d);
+    assert!(e.contains("config.json") && e.contains("line 2"), "{e}");
+    std::fs::write(
+        d.join("config.json"),
+        r#"{"model_type": "bert", "vocab_size": 10}"#,
+    )
+    .unwrap();
+    let e = err(d);
+    assert!(e.contains("no model.safetensors"), "{e}");
+    std::fs::write(d.join("model.safetensors"), b"not a safetensors file").unwrap();
+    let e = err(d);
+    assert!(
+        e.contains("model.safetensors") && e.contains("not a valid safetensors"),
+        "{e}"
+    );
+    // A checkpoint whose shapes disagree with its config: the tensor is named.
+    let Some(refs) = references() else { return };
+    let good = refs.join("bert");
+    std::fs::copy(good.join("model.safetensors"), d.join("model.safetensors")).unwrap();
+    std::fs::write(
+        d.join("config.json"),
+        r#"{"model_type": "bert", "vocab_size": 10, "hidden_size": 30, "num_attention_heads": 4}"#,
+    )
+    .unwrap();
+    let e = err(d);
+    assert!(e.contains("num_attention_heads") && e.contains("30"), "{e}");
+    std::fs::write(
+        d.join("config.json"),
+        r#"{"model_type": "bert", "vocab_size": 10, "hidden_act": "mish"}"#,
+    )
+    .unwrap();
+    let e = err(d);
+    assert!(e.contains("hidden_act") && e.contains("mish"), "{e}");
+    let cfg = std::fs::read_to_string(good.join("config.json")).unwrap();
+    std::fs::write(
+        d.join("config.json"),
+        cfg.replace("\"intermediate_size\": 37", "\"intermediate_size\": 38"),
+    )
+    .unwrap();
+    std::fs::copy(good.join("model.safetensors"), d.join("model.safetensors")).unwrap();
+    let e = err(d);
+    assert!(
+        e.contains("encoder.layer.0.intermediate.dense.weight") && e.contains("[37, 32]"),
+        "{e}"
+    );
+}
+
+/// The MiniLM folder through the CLI, as a user meets it: `inspect` names the layers
+/// by module path, `convert` writes an ONNX file with Hugging Face input names and
+/// dynamic batch and sequence that passes the strict checker.
+#[test]
+fn minilm_folder_through_inspect_and_convert() {
+    let Some(dir) = fixture("models/all-minilm-l6-v2") else {
+        return;
+    };
+    let out = glora_ok(&["inspect", path_str(&dir)]);
+    assert!(out.contains("linear layers: 37"), "{out}");
+    assert!(
+        out.contains("encoder.layer.5.attention.self.value"),
+        "{out}"
+    );
+    assert!(out.contains("pooler.dense"), "{out}");
+    let tmp = tempfile::tempdir().unwrap();
+    let onnx = tmp.path().join("minilm.onnx");
+    glora_ok(&["convert", path_str(&dir), "-o", path_str(&onnx)]);
+    let back = glora::onnx::import_file(&onnx).unwrap();
+    let inputs: Vec<String> = back
+        .inputs
+        .iter()
+        .map(|&i| {
+            let v = &back.node(i).outputs[0];
+            format!("{} {}", v.name, v.ty.as_ref().unwrap().shape)
+        })
+        .collect();
+    assert_eq!(
+        inputs,
+        [
+            "input_ids [batch,sequence]",
+            "attention_mask [batch,sequence]",
+            "token_type_ids [batch,sequence]"
+        ]
+    );
+    if let Some(py) = python_with_onnx() {
+        onnx_check(&py, &onnx).unwrap();
+    }
+    let verdict = glora_ok(&[
+        "verify",
+        path_str(&onnx),
+        "--ours",
+        "--shape",
+        "input_ids=2x11",
+        "--tolerance",
+        "1e-4",
+    ]);
+    assert!(verdict.contains("OK:"), "{verdict}");
+    // A folder that is neither a checkpoint nor a supernet: one line naming it.
+    let o = glora(&["run", path_str(tmp.path()), "--random-inputs"]);
+    assert_one_line_error(&o, &["config.json"]);
+}
