@@ -8,6 +8,7 @@
 
 pub mod bench;
 pub mod cli;
+pub mod data;
 pub mod exec;
 pub mod glora;
 pub mod io;

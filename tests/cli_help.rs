@@ -7,7 +7,7 @@ use std::process::Command;
 
 use clap::{CommandFactory, Parser};
 use glora::cli::{Cli, Command as Sub};
-use glora::train::source::DataPlan;
+use glora::train::prepare::DataPlan;
 
 /// Every command of the tree with its path from the root (`[]`, `["train"]`,
 /// `["bench", "train"]`, …), depth first.

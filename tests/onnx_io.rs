@@ -2158,3 +2158,28 @@ fn exports_pass_the_strict_onnx_checker() {
         }
     }
 }
+
+/// Metadata (the label names a classifier is exported with) is written as
+/// `metadata_props` and read back in file order.
+#[test]
+fn metadata_props_round_trip() {
+    let mut g = Graph::new("m");
+    let x = g.add_input("x", f32_type(&[1, 2]));
+    g.outputs.push(Port::new(x, 0));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.onnx");
+    let opts = ExportOptions {
+        metadata: vec![
+            ("id2label".into(), r#"{"0": "ham", "1": "spam"}"#.into()),
+            ("task".into(), "text-classification".into()),
+        ],
+        ..Default::default()
+    };
+    onnx::export_file(&g, &path, &opts).unwrap();
+    let back = onnx::read_metadata(&path).unwrap();
+    assert_eq!(back, opts.metadata);
+    let bytes = std::fs::read(&path).unwrap();
+    let m = ModelProto::decode(bytes.as_slice()).unwrap();
+    assert_eq!(m.metadata_props[1].key, "task");
+    assert!(onnx::read_metadata(&dir.path().join("none.onnx")).is_err());
+}

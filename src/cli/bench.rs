@@ -95,15 +95,20 @@ pub struct ParityArgs {
 pub struct TrainArgs {
     /// The model whose linear layers get GLoRA adapters: an ONNX file or a Hugging Face checkpoint folder (config.json + safetensors).
     pub model: PathBuf,
-    /// Images per step.
-    #[arg(long, default_value_t = 8, value_name = "IMAGES")]
+    /// Examples (images or texts) per step.
+    #[arg(long, default_value_t = 8, value_name = "EXAMPLES")]
     pub batch: usize,
+    /// Tokens per text of a text model (one that takes input_ids): random ids,
+    /// every position attended.
+    #[arg(long, default_value_t = 128, value_name = "TOKENS")]
+    pub seq: usize,
     /// LoRA rank the adapters are stored at.
     #[arg(long, default_value_t = 4)]
     pub rank: usize,
     #[command(flatten)]
     pub layers: super::common::LayerFlags,
-    /// Classes of the trained head, which reads the model's first output.
+    /// Classes of the trained head, which reads the model's first output (a text
+    /// model's pooler where it has one).
     #[arg(long, default_value_t = 100)]
     pub classes: usize,
     /// Image side in pixels; a model that declares another size is re-declared to this
@@ -404,6 +409,57 @@ fn time_runs(
     Ok(Timing::of(times))
 }
 
+/// A batch of random examples for `forward`: uniform images in [-1, 1), or for a text
+/// model `--seq` random token ids (from a range every vocabulary we meet covers),
+/// every one attended.
+fn random_batch(
+    net: &crate::supernet::Supernet,
+    forward: &crate::ir::Graph,
+    a: &TrainArgs,
+    rng: &mut rand::rngs::StdRng,
+) -> anyhow::Result<(crate::data::InputLayout, Vec<(String, crate::ir::Tensor)>)> {
+    use crate::data::{Dataset, Features, Images, InputLayout, Tokens};
+    use rand::RngExt;
+    let text = forward
+        .inputs
+        .iter()
+        .any(|&i| forward.node(i).name == crate::data::INPUT_IDS);
+    let features = if text {
+        let ids = (0..a.batch)
+            .map(|_| {
+                (0..a.seq)
+                    .map(|_| rng.random_range(1000..2000u32))
+                    .collect()
+            })
+            .collect();
+        Features::Tokens(Tokens {
+            ids,
+            type_ids: None,
+            pad_id: 0,
+            max_length: a.seq,
+        })
+    } else {
+        let Some(image) = net.image_shape(a.image_size) else {
+            anyhow::bail!(
+                "{}: the image input has no fixed [C, H, W]; pass --image-size",
+                a.model.display()
+            )
+        };
+        let n = a.batch * image.iter().product::<usize>();
+        Features::Images(Images {
+            values: (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect(),
+            channels: image[0],
+            height: image[1],
+            width: image[2],
+        })
+    };
+    let data = Dataset::numbered(features, vec![0; a.batch]);
+    let layout = InputLayout::for_model(forward, &data)?;
+    let all: Vec<usize> = (0..a.batch).collect();
+    let x = layout.batch(&data, &all)?;
+    Ok((layout, x))
+}
+
 fn train(a: TrainArgs) -> anyhow::Result<ExitCode> {
     use crate::train::graph::build_training_graph;
     use crate::train::optim::{AdamW, AdamWConfig};
@@ -424,14 +480,10 @@ fn train(a: TrainArgs) -> anyhow::Result<ExitCode> {
     let mut net = net?;
     net.attach_new_head(None, None, a.classes, a.seed)?;
     let forward = net.with_head(net.graph.clone())?;
-    let Some(image) = net.image_shape(a.image_size) else {
-        anyhow::bail!(
-            "{}: the image input has no fixed [C, H, W]; pass --image-size",
-            a.model.display()
-        )
-    };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(a.seed);
+    let (layout, x) = random_batch(&net, &forward, &a, &mut rng)?;
     let sp = common::spinner("building the training graph".into());
-    let tg = build_training_graph(&forward, a.batch, &image, 0.0);
+    let tg = build_training_graph(&forward, &layout.shapes(a.batch), 0.0);
     sp.finish_and_clear();
     let tg = tg?;
     let trainable: usize = tg.params.iter().map(|(_, t)| t.numel()).sum();
@@ -442,22 +494,16 @@ fn train(a: TrainArgs) -> anyhow::Result<ExitCode> {
     });
     let device = a.device.open()?;
     let mut stepper = Stepper::new(tg, optimizer, adapter_index(&net), &device)?;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(a.seed);
-    let n: usize = a.batch * image.iter().product::<usize>();
-    let x: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
-    let mut shape = vec![a.batch];
-    shape.extend_from_slice(&image);
-    let x = crate::ir::Tensor::from_f32(shape, x)?;
     let y: Vec<i64> = (0..a.batch)
         .map(|_| rng.random_range(0..a.classes as i64))
         .collect();
     let y = crate::ir::Tensor::from_i64(vec![a.batch], y)?;
     println!(
-        "model {}  device {}  batch {}  image {:?}  threads {threads}  adapted layers {}  trainable {}",
+        "model {}  device {}  batch {}  {}  threads {threads}  adapted layers {}  trainable {}",
         a.model.display(),
         device.describe(),
         a.batch,
-        image,
+        layout.describe(),
         net.layers.len(),
         super::compile::group(trainable)
     );

@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::ir::{Graph, Shape, Tensor};
 use crate::passes::Pool;
-use crate::train::source::DataPlan;
+use crate::train::prepare::DataPlan;
 use crate::verify::{concrete_input_shapes, parse_shape, random_inputs};
 
 /// Flags that choose a model's inputs.

@@ -8,7 +8,7 @@ use super::common;
 use crate::pipeline::{PipelineOptions, TrainSettings, run_pipeline};
 use crate::search::SearchSettings;
 use crate::train::Method;
-use crate::train::source::DataPlan;
+use crate::train::prepare::DataPlan;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

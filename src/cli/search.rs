@@ -16,7 +16,7 @@ use crate::search::{
     format_param_count, parse_param_count, search, write_search_record,
 };
 use crate::supernet::Supernet;
-use crate::train::source::prepare_data;
+use crate::train::prepare::prepare_data;
 
 /// Name of the search-front charts (`.svg` and `.png`).
 pub const FRONT_CHART: &str = "search_front";

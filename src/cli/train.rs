@@ -13,8 +13,8 @@ use crate::search::fitness::DEFAULT_EVAL_BATCH;
 use crate::supernet::Supernet;
 use crate::train::mode::{preset_config, uniform_config};
 use crate::train::optim::AdamWConfig;
+use crate::train::prepare::prepare_data;
 use crate::train::schedule::{LrSchedule, Preset, Stepping, WarmupCosine};
-use crate::train::source::prepare_data;
 use crate::train::{Method, Mode, RunFiles, TrainOptions};
 
 #[derive(Debug, clap::Args)]
@@ -167,6 +167,17 @@ fn schedule(a: &Args, steps_per_epoch: u64) -> (AdamWConfig, LrSchedule, u64, us
     (opt, LrSchedule { curve, stepping }, a.epochs, a.batch)
 }
 
+/// `1×8×8 images` or `texts`, for the summary line.
+fn describe_examples(d: &crate::data::Dataset) -> String {
+    match &d.features {
+        crate::data::Features::Images(im) => {
+            let [c, h, w] = im.dims();
+            format!("{c}×{h}×{w} images")
+        }
+        crate::data::Features::Tokens(t) => format!("texts (longest {} tokens)", t.longest()),
+    }
+}
+
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let sp = common::spinner(format!("loading {}", a.supernet.display()));
     let net = Supernet::load(&a.supernet);
@@ -223,14 +234,12 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     };
     let files = RunFiles::in_artifact(&a.supernet, a.metrics.as_deref());
     println!(
-        "training {} ({}) on {} samples ({} classes, {}×{}×{}), validating on {}",
+        "training {} ({}) on {} {} ({} classes), validating on {}",
         a.supernet.display(),
         a.mode,
         train.n,
+        describe_examples(&train),
         train.num_classes,
-        train.channels,
-        train.height,
-        train.width,
         val.as_ref().map_or(0, |v| v.n)
     );
     match &mode {

@@ -123,7 +123,7 @@ pub fn build(hf: &HfConfig, b: &mut GraphBuilder<'_>) -> Result<BuiltModel, Mode
     }
     drop(enc);
     let h = plan.cfg.hidden_size;
-    let last = root.op_as("Identity", Op::Identity, &[x], "last_hidden_state");
+    let last = root.op_as("Identity", Op::Identity, &[x], super::LAST_HIDDEN_STATE);
     let mut outputs = vec![last];
     if has_pooler {
         let mut p = root.pp("pooler");
@@ -131,7 +131,7 @@ pub fn build(hf: &HfConfig, b: &mut GraphBuilder<'_>) -> Result<BuiltModel, Mode
         let y = p
             .pp("dense")
             .linear(first, h, h, true, plan.cfg.initializer_range)?;
-        outputs.push(p.op_as("Tanh", Op::Unary(UnaryOp::Tanh), &[y], "pooler_output"));
+        outputs.push(p.op_as("Tanh", Op::Unary(UnaryOp::Tanh), &[y], super::POOLER_OUTPUT));
     }
     b.g.outputs.extend(outputs);
     Ok(BuiltModel {

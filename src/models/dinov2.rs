@@ -128,9 +128,9 @@ pub fn build(hf: &HfConfig, b: &mut GraphBuilder<'_>) -> Result<BuiltModel, Mode
     }
     drop(enc);
     let x = root.pp("layernorm").layer_norm(x, h, eps)?;
-    let last = root.op_as("Identity", Op::Identity, &[x], "last_hidden_state");
+    let last = root.op_as("Identity", Op::Identity, &[x], super::LAST_HIDDEN_STATE);
     let first = root.pick(last, 1, 0);
-    let pooled = root.op_as("Identity", Op::Identity, &[first], "pooler_output");
+    let pooled = root.op_as("Identity", Op::Identity, &[first], super::POOLER_OUTPUT);
     b.g.outputs.extend([last, pooled]);
     Ok(BuiltModel {
         max_positions: None,

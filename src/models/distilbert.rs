@@ -79,7 +79,7 @@ pub fn build(hf: &HfConfig, b: &mut GraphBuilder<'_>) -> Result<BuiltModel, Mode
         x = layer(&mut tr.pp(&format!("layer.{i}")), &cfg, act, x, bias)?;
     }
     drop(tr);
-    let last = root.op_as("Identity", Op::Identity, &[x], "last_hidden_state");
+    let last = root.op_as("Identity", Op::Identity, &[x], super::LAST_HIDDEN_STATE);
     b.g.outputs.push(last);
     Ok(BuiltModel {
         max_positions: Some(cfg.max_position_embeddings),

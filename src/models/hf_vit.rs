@@ -207,14 +207,14 @@ pub fn build(hf: &HfConfig, b: &mut GraphBuilder<'_>) -> Result<BuiltModel, Mode
     }
     drop(enc);
     let x = root.pp("layernorm").layer_norm(x, h, eps)?;
-    let last = root.op_as("Identity", Op::Identity, &[x], "last_hidden_state");
+    let last = root.op_as("Identity", Op::Identity, &[x], super::LAST_HIDDEN_STATE);
     b.g.outputs.push(last);
     let mut root = b.root();
     if has_pooler {
         let mut p = root.pp("pooler");
         let first = p.pick(last, 1, 0);
         let y = p.pp("dense").linear(first, h, h, true, std)?;
-        let pooled = p.op_as("Tanh", Op::Unary(UnaryOp::Tanh), &[y], "pooler_output");
+        let pooled = p.op_as("Tanh", Op::Unary(UnaryOp::Tanh), &[y], super::POOLER_OUTPUT);
         b.g.outputs.push(pooled);
     }
     Ok(BuiltModel {

@@ -26,6 +26,10 @@ pub use weights::{Init, RandomWeights, SafetensorsWeights, WeightSource};
 use crate::ir::infer::infer_types;
 use crate::ir::{DType, Dim, Graph, GraphError, Shape, TensorError, TensorType};
 
+/// Output names of the Hugging Face front ends, as transformers names them.
+pub const LAST_HIDDEN_STATE: &str = "last_hidden_state";
+pub const POOLER_OUTPUT: &str = "pooler_output";
+
 /// A model that cannot be built: a configuration that does not describe a valid
 /// network, a checkpoint file that does not fit it, or a graph that fails its own
 /// checks.

@@ -117,6 +117,14 @@ pub fn export_model(g: &Graph, opts: &ExportOptions) -> Result<ModelProto, OnnxE
         producer_name: opts.producer.clone(),
         producer_version: env!("CARGO_PKG_VERSION").to_string(),
         graph: Some(graph),
+        metadata_props: opts
+            .metadata
+            .iter()
+            .map(|(key, value)| crate::onnx::pb::StringStringEntryProto {
+                key: key.clone(),
+                value: value.clone(),
+            })
+            .collect(),
         ..Default::default()
     })
 }

@@ -29,6 +29,20 @@ pub fn import_file(path: &Path) -> Result<Graph, OnnxError> {
     import_bytes(&bytes, path.parent(), &source)
 }
 
+/// The `metadata_props` of the ONNX model at `path`, in file order.
+pub fn read_metadata(path: &Path) -> Result<Vec<(String, String)>, OnnxError> {
+    let source = path.display().to_string();
+    let bytes = std::fs::read(path)
+        .map_err(|e| OnnxError::new(format!("{source}: cannot read the file: {e}")))?;
+    let model = <crate::onnx::pb::ModelProto as prost::Message>::decode(bytes.as_slice())
+        .map_err(|e| OnnxError::new(format!("{source}: not an ONNX model: {e}")))?;
+    Ok(model
+        .metadata_props
+        .into_iter()
+        .map(|p| (p.key, p.value))
+        .collect())
+}
+
 /// Imports a serialised ONNX model. `base_dir` is where its external data files are
 /// (`None`: the model has none); `source` names the model in error messages.
 pub fn import_bytes(

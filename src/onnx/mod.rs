@@ -20,7 +20,7 @@ mod tensor;
 use std::path::PathBuf;
 
 pub use export::{export_file, export_model};
-pub use import::{import_bytes, import_file};
+pub use import::{import_bytes, import_file, read_metadata};
 pub use tensor::{read_tensor_file, tensor_from_proto};
 
 #[cfg(doc)]
@@ -62,6 +62,8 @@ pub struct ExportOptions {
     pub external_data_threshold: u64,
     /// Written as the model's `producer_name`.
     pub producer: String,
+    /// Key–value pairs written as the model's `metadata_props` (`id2label`, …).
+    pub metadata: Vec<(String, String)>,
 }
 
 impl Default for ExportOptions {
@@ -70,6 +72,7 @@ impl Default for ExportOptions {
             opset: None,
             external_data_threshold: 2 << 30,
             producer: "glora".to_string(),
+            metadata: Vec::new(),
         }
     }
 }

@@ -14,7 +14,7 @@ use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::ir::infer::infer_types;
-use crate::ir::{BinaryOp, Graph, Op, Port, ReduceOp, Tensor};
+use crate::ir::{BinaryOp, DType, Graph, Op, Port, ReduceOp, Tensor};
 
 /// Value names of the head's weight `[dim, classes]` and bias `[classes]`.
 pub const HEAD_WEIGHT: &str = "glora_head.weight";
@@ -68,6 +68,10 @@ pub struct HeadSpec {
     pub num_classes: usize,
     /// Width of the pooled features.
     pub dim: usize,
+    /// For `mean` pooling: the `[batch, tokens]` input whose non-zero entries mark the
+    /// tokens averaged (a text model's `attention_mask`); `None` averages them all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mask: Option<String>,
 }
 
 /// The feature value a head on `g` reads by default: its first output.
@@ -121,7 +125,19 @@ pub fn plan_head(
         pool,
         num_classes,
         dim,
+        mask: None,
     })
+}
+
+/// `spec` averaging only the tokens that `mask` (an input of `g`, `[batch, tokens]`)
+/// marks; an error when `g` has no such input.
+pub fn with_mask(g: &Graph, mut spec: HeadSpec, mask: &str) -> anyhow::Result<HeadSpec> {
+    let is_input = g.inputs.iter().any(|&i| g.node(i).name == mask);
+    if !is_input {
+        bail!("the model has no input '{mask}' to mask the mean pooling with");
+    }
+    spec.mask = Some(mask.to_string());
+    Ok(spec)
 }
 
 /// Fresh head weights: a weight with entries from N(0, 0.02²) truncated at two
@@ -183,20 +199,23 @@ pub fn attach_head(
             );
             Port::new(id, 0)
         }
-        Pool::Mean => {
-            let id = g.add_op(
-                "glora_head.pool",
-                Op::Reduce {
-                    op: ReduceOp::Mean,
-                    axes: Some(vec![1]),
-                    keepdims: false,
-                    noop_with_empty_axes: false,
-                },
-                &[Some(features)],
-                &["glora_head.pooled"],
-            );
-            Port::new(id, 0)
-        }
+        Pool::Mean => match &spec.mask {
+            None => {
+                let id = g.add_op(
+                    "glora_head.pool",
+                    Op::Reduce {
+                        op: ReduceOp::Mean,
+                        axes: Some(vec![1]),
+                        keepdims: false,
+                        noop_with_empty_axes: false,
+                    },
+                    &[Some(features)],
+                    &["glora_head.pooled"],
+                );
+                Port::new(id, 0)
+            }
+            Some(mask) => masked_mean(g, features, mask)?,
+        },
     };
     let w = Port::new(g.add_param(HEAD_WEIGHT, weight), 0);
     let b = Port::new(g.add_param(HEAD_BIAS, bias), 0);
@@ -216,6 +235,37 @@ pub fn attach_head(
     g.outputs = vec![logits];
     infer_types(g).context("type inference after attaching the head")?;
     Ok(logits)
+}
+
+/// `Σ_t x[b,t,:]·m[b,t] / max(Σ_t m[b,t], 1)`: the mean of the tokens the mask input
+/// marks, as sentence-transformers pools a text encoder.
+fn masked_mean(g: &mut Graph, x: Port, mask: &str) -> anyhow::Result<Port> {
+    let m = g
+        .inputs
+        .iter()
+        .find(|&&i| g.node(i).name == mask)
+        .map(|&i| Port::new(i, 0))
+        .ok_or_else(|| anyhow!("the model has no input '{mask}' to mask the mean pooling with"))?;
+    let one = Port::new(g.add_const("glora_head.one", Tensor::scalar_f32(1.0)), 0);
+    let mut op = |name: &str, op: Op, inputs: &[Port]| {
+        let inputs: Vec<Option<Port>> = inputs.iter().copied().map(Some).collect();
+        let node = format!("glora_head.{name}");
+        Port::new(g.add_op(node.clone(), op, &inputs, &[node.as_str()]), 0)
+    };
+    let sum = |axes: Vec<i64>| Op::Reduce {
+        op: ReduceOp::Sum,
+        axes: Some(axes),
+        keepdims: false,
+        noop_with_empty_axes: false,
+    };
+    let m = op("mask_f32", Op::Cast { to: DType::F32 }, &[m]);
+    let m = op("mask_col", Op::Unsqueeze { axes: vec![2] }, &[m]);
+    let picked = op("masked", Op::Binary(BinaryOp::Mul), &[x, m]);
+    let total = op("masked_sum", sum(vec![1]), &[picked]);
+    let count = op("mask_count", sum(vec![1]), &[m]);
+    // A lower bound of 1 keeps a row of padding alone finite.
+    let count = op("mask_count_at_least_1", Op::Clip, &[count, one]);
+    Ok(op("pooled", Op::Binary(BinaryOp::Div), &[total, count]))
 }
 
 /// Gives the head's nodes and values deployment names (`head.weight`, `logits`, …,
@@ -280,6 +330,33 @@ mod tests {
             let spec = plan_head(&g, "tokens", pool, 2).unwrap();
             attach_head(&mut g, &spec, w.clone(), b.clone()).unwrap();
         }
+    }
+
+    #[test]
+    fn masked_mean_averages_only_marked_tokens_by_hand() {
+        let mut g = tokens();
+        g.add_input(
+            "attention_mask",
+            TensorType::new(DType::I64, Shape(vec![Dim::sym("batch"), Dim::Known(3)])),
+        );
+        let spec = plan_head(&g, "tokens", Pool::Mean, 2).unwrap();
+        let spec = with_mask(&g, spec, "attention_mask").unwrap();
+        assert!(with_mask(&g, spec.clone(), "nope").is_err());
+        let w = Tensor::from_f32(vec![2, 2], vec![1.0, 0.0, 0.0, 1.0]).unwrap();
+        let b = Tensor::from_f32(vec![2], vec![0.0, 0.0]).unwrap();
+        attach_head(&mut g, &spec, w, b).unwrap();
+        // Row 0 keeps tokens 0 and 1: (1+3)/2, (2+4)/2. Row 1 is all padding: 0.
+        let x = Tensor::from_f32(
+            vec![2, 3, 2],
+            vec![
+                1.0, 2.0, 3.0, 4.0, 50.0, 60.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0,
+            ],
+        )
+        .unwrap();
+        let m = Tensor::from_i64(vec![2, 3], vec![1, 1, 0, 0, 0, 0]).unwrap();
+        let out = crate::exec::run_cpu(&g, &[("tokens".into(), x), ("attention_mask".into(), m)])
+            .unwrap();
+        assert_eq!(out[0].to_f32_vec(), [2.0, 3.0, 0.0, 0.0]);
     }
 
     #[test]

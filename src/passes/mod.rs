@@ -34,7 +34,7 @@ pub use fuse_gelu::fuse_gelu;
 pub use fuse_layer_norm::fuse_layer_norm;
 pub use head::{
     HEAD_BIAS, HEAD_WEIGHT, HeadSpec, LOGITS, Pool, attach_head, default_features, default_pool,
-    init_head, plan_head, rename_head_for_export,
+    init_head, plan_head, rename_head_for_export, with_mask,
 };
 pub use identity::eliminate_identity;
 pub use image_size::set_image_size;

@@ -16,8 +16,9 @@ use serde::{Deserialize, Serialize};
 use crate::exec::Device;
 
 use super::{PipelineOptions, PipelineReport, TrainSettings, run_pipeline, write_json};
-use crate::train::source::DataPlan;
-use crate::train::{Dataset, Method};
+use crate::data::Dataset;
+use crate::train::Method;
+use crate::train::prepare::DataPlan;
 
 /// The UCI optical digits (CC BY 4.0), see `data/README.md`.
 const DIGITS: &[u8] = include_bytes!("../../data/digits.csv.gz");
@@ -78,18 +79,20 @@ fn write_tasks(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
 
 /// The images of `all` that are not in `part` (compared by pixels and label).
 fn complement(all: &Dataset, part: &Dataset) -> anyhow::Result<Dataset> {
-    let len = all.channels * all.height * all.width;
-    let key = |d: &Dataset, i: usize| -> Vec<u32> {
-        let mut k: Vec<u32> = d.images[i * len..(i + 1) * len]
+    let (all_images, part_images) = (all.images()?, part.images()?);
+    let len = all_images.image_len();
+    let key = |d: &Dataset, im: &crate::data::Images, i: usize| -> Vec<u32> {
+        let mut k: Vec<u32> = im.values[i * len..(i + 1) * len]
             .iter()
             .map(|v| v.to_bits())
             .collect();
         k.push(d.labels[i]);
         k
     };
-    let taken: std::collections::HashSet<Vec<u32>> = (0..part.n).map(|i| key(part, i)).collect();
+    let taken: std::collections::HashSet<Vec<u32>> =
+        (0..part.n).map(|i| key(part, part_images, i)).collect();
     let rest: Vec<usize> = (0..all.n)
-        .filter(|&i| !taken.contains(&key(all, i)))
+        .filter(|&i| !taken.contains(&key(all, all_images, i)))
         .collect();
     Ok(all.subset(&rest)?)
 }

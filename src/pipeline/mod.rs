@@ -18,15 +18,16 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
+use crate::data::Dataset;
 use crate::exec::Device;
 use crate::glora::{LayerConfig, ModelConfig};
 use crate::supernet::Supernet;
 use crate::train::mode::{preset_config, uniform_config};
 use crate::train::optim::AdamWConfig;
+use crate::train::prepare::{DataPlan, PreparedData, prepare_data};
 use crate::train::schedule::{LrSchedule, Stepping, WarmupCosine};
-use crate::train::source::{DataPlan, PreparedData, prepare_data};
 use crate::train::trainer::{RunFiles, TrainOptions, TrainSummary, evaluate};
-use crate::train::{Dataset, Method, Mode};
+use crate::train::{Method, Mode};
 
 pub use report::{PipelineReport, StageTime};
 
@@ -249,15 +250,10 @@ fn test_accuracy(
     device: &Device,
 ) -> anyhow::Result<f32> {
     let g = crate::onnx::import_file(model)?;
-    let image = [data.channels, data.height, data.width];
-    let eval = crate::train::graph::build_eval_graph(&g, batch, &image)?;
+    let layout = crate::train::trainer::layout_for(&g, &[data])?;
+    let eval = crate::train::graph::build_eval_graph(&g, &layout.shapes(batch))?;
     let session = device.session(&eval)?;
-    let input = g
-        .inputs
-        .first()
-        .map(|&i| g.node(i).name.clone())
-        .context("the exported model has no input")?;
-    Ok(evaluate(&session, &input, data, batch)?.0)
+    Ok(evaluate(&session, &layout, data, batch)?.0)
 }
 
 /// The exported model in tract against glora's executor on the adapted supernet graph
@@ -270,20 +266,11 @@ fn verify_in_tract(
 ) -> anyhow::Result<f64> {
     let n = data.n.min(8);
     if n == 0 {
-        bail!("no images to verify the export on");
+        bail!("no examples to verify the export on");
     }
-    let len = data.channels * data.height * data.width;
-    let x = crate::ir::Tensor::from_f32(
-        vec![n, data.channels, data.height, data.width],
-        data.images[..n * len].to_vec(),
-    )?;
-    let input = net
-        .graph
-        .inputs
-        .first()
-        .map(|&i| net.graph.node(i).name.clone())
-        .context("the model has no input")?;
-    let inputs = vec![(input, x)];
+    let layout = crate::train::trainer::layout_for(&net.graph, &[data])?;
+    let first: Vec<usize> = (0..n).collect();
+    let inputs = layout.batch(data, &first)?;
     let tract = crate::verify::TractModel::load(model, &inputs)?;
     let theirs = tract.run(&inputs)?;
     let (ours, names) = net.run_adapted(config, &inputs)?;

@@ -9,13 +9,13 @@
 use anyhow::{Context, bail};
 
 use super::Fitness;
+use crate::data::{Dataset, InputLayout};
 use crate::exec::{Device, DeviceSession};
 use crate::glora::ModelConfig;
 use crate::supernet::Supernet;
-use crate::train::Dataset;
 use crate::train::graph::build_eval_graph;
 use crate::train::mode::Mode;
-use crate::train::trainer::{evaluate, forward_graph};
+use crate::train::trainer::{evaluate, forward_graph, layout_for};
 
 /// Images per validation batch unless the caller asks otherwise.
 pub const DEFAULT_EVAL_BATCH: usize = 64;
@@ -23,7 +23,7 @@ pub const DEFAULT_EVAL_BATCH: usize = 64;
 /// Top-1 accuracy (a fraction) of the supernet under a config on a validation split.
 pub struct ValidationFitness<'d> {
     session: DeviceSession,
-    input: String,
+    layout: InputLayout,
     data: &'d Dataset,
     batch: usize,
 }
@@ -42,18 +42,13 @@ impl<'d> ValidationFitness<'d> {
         }
         let forward = forward_graph(net, &Mode::Supernet)?;
         let batch = batch.clamp(1, data.n);
-        let image = [data.channels, data.height, data.width];
-        let graph =
-            build_eval_graph(&forward, batch, &image).context("building the validation graph")?;
+        let layout = layout_for(&forward, &[data])?;
+        let graph = build_eval_graph(&forward, &layout.shapes(batch))
+            .context("building the validation graph")?;
         let session = device.session(&graph)?;
-        let input = session
-            .input_names()
-            .into_iter()
-            .next()
-            .context("the validation graph has no input")?;
         Ok(ValidationFitness {
             session,
-            input,
+            layout,
             data,
             batch,
         })
@@ -67,7 +62,7 @@ impl<'d> ValidationFitness<'d> {
 impl Fitness for ValidationFitness<'_> {
     fn evaluate(&mut self, config: &ModelConfig) -> anyhow::Result<f64> {
         self.session.set_glora_configs(config)?;
-        let (accuracy, _loss) = evaluate(&self.session, &self.input, self.data, self.batch)?;
+        let (accuracy, _loss) = evaluate(&self.session, &self.layout, self.data, self.batch)?;
         Ok(f64::from(accuracy))
     }
 }
@@ -127,14 +122,18 @@ mod tests {
     }
 
     fn dataset(labels: Vec<u32>) -> Dataset {
-        Dataset {
-            images: images(),
-            labels,
-            n: SAMPLES,
+        let images = crate::data::Images {
+            values: images(),
             channels: 1,
             height: 4,
             width: 4,
+        };
+        Dataset {
+            features: crate::data::Features::Images(images),
+            labels,
+            n: SAMPLES,
             num_classes: CLASSES,
+            label_names: crate::data::numbered_labels(CLASSES),
         }
     }
 
@@ -177,12 +176,8 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(err.contains("head"), "{err}");
-        let empty = Dataset {
-            images: Vec::new(),
-            labels: Vec::new(),
-            n: 0,
-            ..dataset(vec![0; SAMPLES])
-        };
+        let full = dataset(vec![0; SAMPLES]);
+        let empty = full.subset(&[]).unwrap();
         let net = net_with_head();
         assert!(ValidationFitness::new(&net, &empty, 4, &Device::Cpu).is_err());
     }

@@ -417,7 +417,10 @@ impl Supernet {
 
     /// Gives the supernet a fresh classification head reading `features` (default:
     /// the model's first output), pooled by `pool` (default: `cls` for token
-    /// sequences, `none` for vectors), with `num_classes` outputs.
+    /// sequences, `none` for vectors), with `num_classes` outputs. On a text model
+    /// (one that takes `input_ids`), `cls` goes through the checkpoint's pooler where
+    /// it has one (`pooler_output`, as transformers' sequence classifiers do), and
+    /// `mean` averages only the tokens `attention_mask` marks.
     pub fn attach_new_head(
         &mut self,
         features: Option<&str>,
@@ -427,16 +430,29 @@ impl Supernet {
     ) -> anyhow::Result<()> {
         let mut g = self.graph.clone();
         crate::ir::infer::infer_types(&mut g)?;
-        let features = match features {
-            Some(f) => f.to_string(),
-            None => passes::default_features(&g)?,
+        let has_input = |n: &str| g.inputs.iter().any(|&i| g.node(i).name == n);
+        let text = has_input(crate::data::INPUT_IDS);
+        let has_pooler = g
+            .outputs
+            .iter()
+            .any(|&o| g.value(o).name == crate::models::POOLER_OUTPUT);
+        let (features, pool) = match (features, pool) {
+            (None, None | Some(passes::Pool::Cls)) if text && has_pooler => (
+                crate::models::POOLER_OUTPUT.to_string(),
+                Some(passes::Pool::None),
+            ),
+            (Some(f), p) => (f.to_string(), p),
+            (None, p) => (passes::default_features(&g)?, p),
         };
         let rank = g
             .find_value(&features)
             .and_then(|p| g.value_type(p))
             .map_or(0, |t| t.shape.rank());
         let pool = pool.unwrap_or(passes::default_pool(rank));
-        let spec = passes::plan_head(&g, &features, pool, num_classes)?;
+        let mut spec = passes::plan_head(&g, &features, pool, num_classes)?;
+        if pool == passes::Pool::Mean && text && has_input(crate::data::ATTENTION_MASK) {
+            spec = passes::with_mask(&g, spec, crate::data::ATTENTION_MASK)?;
+        }
         let (weight, bias) = passes::init_head(&spec, seed)?;
         self.head = Some(Head { spec, weight, bias });
         Ok(())

@@ -1,6 +1,7 @@
 //! The graphs a training run executes, built from a forward graph (a supernet or base
-//! model with its classification head): the batch size is fixed so that shape
-//! computations fold and every dimension is known, the cross-entropy of the logits
+//! model with its classification head): every input's shape is fixed (the batch size,
+//! the image size or the padded token length) so that shape computations fold and
+//! every dimension is known, the cross-entropy of the logits
 //! against a `labels` input becomes the loss, and the autodiff pass appends the
 //! gradients of every `Param`. Outputs are the loss, the logits, then one gradient per
 //! parameter. The evaluation graph is the same forward at a fixed batch, without loss.
@@ -19,8 +20,8 @@ pub const LABELS: &str = "glora_labels";
 #[derive(Clone, Debug)]
 pub struct TrainingGraph {
     pub graph: Graph,
-    /// The image input's name.
-    pub input: String,
+    /// The data inputs' names (the labels input aside).
+    pub inputs: Vec<String>,
     pub batch: usize,
     /// The trainable tensors in the order of their gradient outputs (output 2 + i).
     pub params: Vec<(String, Tensor)>,
@@ -32,7 +33,7 @@ fn image_input(g: &Graph) -> anyhow::Result<String> {
         [id] => Ok(g.node(*id).name.clone()),
         [] => bail!("the model has no input"),
         many => bail!(
-            "the model has {} inputs ({}); training feeds one image input",
+            "the model has {} inputs ({}); an image batch feeds one input",
             many.len(),
             many.iter()
                 .map(|&i| g.node(i).name.as_str())
@@ -42,39 +43,65 @@ fn image_input(g: &Graph) -> anyhow::Result<String> {
     }
 }
 
-/// `forward` with its image input fixed to `[batch, image…]` and simplified, so that
-/// every value has a known shape.
-pub fn fixed_batch(forward: &Graph, batch: usize, image: &[usize]) -> anyhow::Result<Graph> {
-    let mut g = forward.clone();
-    let input = image_input(&g)?;
+/// The shape of `forward`'s single image input at `[batch, image…]`.
+pub fn image_shapes(
+    forward: &Graph,
+    batch: usize,
+    image: &[usize],
+) -> anyhow::Result<Vec<(String, Vec<usize>)>> {
+    let input = image_input(forward)?;
     let mut dims = vec![batch];
     dims.extend_from_slice(image);
-    let declared = g
-        .value_type(Port::new(g.inputs[0], 0))
-        .map(|t| t.shape.clone())
-        .ok_or_else(|| anyhow!("input '{input}' has no declared type"))?;
-    if declared.rank() != dims.len() {
-        bail!(
-            "input '{input}' is {declared} but the data gives images of shape {:?}",
-            image
-        );
-    }
-    // A model exported at one image size may still take others (ViTs that resample
-    // their position embeddings do), so a declared size is not enforced here; if
-    // the graph cannot take the data's size, simplification says where.
-    let resized = declared
-        .dims()
-        .iter()
-        .zip(&dims)
-        .skip(1)
-        .any(|(d, &n)| d.known().is_some_and(|k| k != n));
-    g.set_input_shape(&input, Shape::known(&dims))?;
-    passes::optimize(&mut g, &CpuBackend).with_context(|| {
-        if resized {
-            format!("the model declares input '{input}' as {declared}, and does not take images of shape {image:?}")
-        } else {
-            "simplifying the graph at a fixed batch size".to_string()
+    Ok(vec![(input, dims)])
+}
+
+/// `forward` with its image input fixed to `[batch, image…]`; see [`fixed_inputs`].
+pub fn fixed_batch(forward: &Graph, batch: usize, image: &[usize]) -> anyhow::Result<Graph> {
+    fixed_inputs(forward, &image_shapes(forward, batch, image)?)
+}
+
+/// `forward` with every input fixed to the shape `shapes` gives it (each input of the
+/// graph must be named) and simplified, so that every value has a known shape.
+pub fn fixed_inputs(forward: &Graph, shapes: &[(String, Vec<usize>)]) -> anyhow::Result<Graph> {
+    let mut g = forward.clone();
+    let mut resized = None;
+    for &id in &forward.inputs {
+        let name = forward.node(id).name.clone();
+        let dims = shapes
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, d)| d)
+            .ok_or_else(|| anyhow!("the model's input '{name}' is not fed by the data"))?;
+        let declared = g
+            .value_type(Port::new(id, 0))
+            .map(|t| t.shape.clone())
+            .ok_or_else(|| anyhow!("input '{name}' has no declared type"))?;
+        if declared.rank() != dims.len() {
+            bail!(
+                "input '{name}' is {declared} but the data gives {} of shape {:?}",
+                if dims.len() == 4 { "images" } else { "batches" },
+                &dims[1..]
+            );
         }
+        // A model exported at one image size may still take others (ViTs that
+        // resample their position embeddings do), so a declared size is not enforced
+        // here; if the graph cannot take the data's size, simplification says where.
+        if declared
+            .dims()
+            .iter()
+            .zip(dims)
+            .skip(1)
+            .any(|(d, &n)| d.known().is_some_and(|k| k != n))
+        {
+            resized = Some((name.clone(), declared.clone(), dims[1..].to_vec()));
+        }
+        g.set_input_shape(&name, Shape::known(dims))?;
+    }
+    passes::optimize(&mut g, &CpuBackend).with_context(|| match &resized {
+        Some((name, declared, image)) => format!(
+            "the model declares input '{name}' as {declared}, and does not take images of shape {image:?}"
+        ),
+        None => "simplifying the graph at a fixed batch size".to_string(),
     })?;
     Ok(g)
 }
@@ -97,16 +124,16 @@ pub fn make_weights_trainable(g: &mut Graph) -> usize {
     count
 }
 
-/// Builds the training graph of `forward` (one image input, logits `[N, K]` as its
-/// only output) at batch size `batch`.
+/// Builds the training graph of `forward` (logits `[N, K]` as its only output) with
+/// its inputs at `shapes` (all of one batch size).
 pub fn build_training_graph(
     forward: &Graph,
-    batch: usize,
-    image: &[usize],
+    shapes: &[(String, Vec<usize>)],
     label_smoothing: f32,
 ) -> anyhow::Result<TrainingGraph> {
-    let mut g = fixed_batch(forward, batch, image)?;
-    let input = image_input(&g)?;
+    let batch = batch_of(shapes)?;
+    let mut g = fixed_inputs(forward, shapes)?;
+    let inputs = shapes.iter().map(|(n, _)| n.clone()).collect();
     let logits = match g.outputs.as_slice() {
         [p] => *p,
         _ => bail!("the forward graph must have one output, the logits"),
@@ -136,15 +163,29 @@ pub fn build_training_graph(
     passes::eliminate_dead_code(&mut g)?;
     Ok(TrainingGraph {
         graph: g,
-        input,
+        inputs,
         batch,
         params,
     })
 }
 
-/// The forward graph at a fixed batch for evaluation: outputs the logits only.
-pub fn build_eval_graph(forward: &Graph, batch: usize, image: &[usize]) -> anyhow::Result<Graph> {
-    let g = fixed_batch(forward, batch, image)?;
+/// The batch size every shape of `shapes` starts with.
+fn batch_of(shapes: &[(String, Vec<usize>)]) -> anyhow::Result<usize> {
+    let first = shapes
+        .first()
+        .and_then(|(_, d)| d.first())
+        .copied()
+        .ok_or_else(|| anyhow!("no input shapes to build the graph at"))?;
+    if shapes.iter().any(|(_, d)| d.first() != Some(&first)) {
+        bail!("input shapes {shapes:?} disagree on the batch size");
+    }
+    Ok(first)
+}
+
+/// The forward graph for evaluation with its inputs at `shapes`: outputs the logits
+/// only.
+pub fn build_eval_graph(forward: &Graph, shapes: &[(String, Vec<usize>)]) -> anyhow::Result<Graph> {
+    let g = fixed_inputs(forward, shapes)?;
     if g.outputs.len() != 1 {
         bail!("the forward graph must have one output, the logits");
     }

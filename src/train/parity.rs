@@ -141,8 +141,8 @@ fn step_setup(seed: u64) -> anyhow::Result<StepSetup> {
     let (weight, bias) = passes::init_head(&spec, seed)?;
     passes::attach_head(&mut g, &spec, weight, bias)?;
     let image = [vit.channels, vit.image, vit.image];
-    let tg =
-        crate::train::graph::build_training_graph(&g, STEP_BATCH, &image, STEP_LABEL_SMOOTHING)?;
+    let shapes = crate::train::graph::image_shapes(&g, STEP_BATCH, &image)?;
+    let tg = crate::train::graph::build_training_graph(&g, &shapes, STEP_LABEL_SMOOTHING)?;
     let config: ModelConfig = adapted
         .iter()
         .map(|l| (l.name.clone(), step_layer_config(&space, &l.name, &mut rng)))
@@ -155,7 +155,7 @@ fn step_setup(seed: u64) -> anyhow::Result<StepSetup> {
         .map(|_| rng.random_range(0..STEP_CLASSES as i64))
         .collect();
     let inputs = vec![
-        (tg.input.clone(), Tensor::from_f32(shape, pixels)?),
+        (tg.inputs[0].clone(), Tensor::from_f32(shape, pixels)?),
         (
             crate::train::graph::LABELS.to_string(),
             Tensor::from_i64(vec![STEP_BATCH], labels)?,

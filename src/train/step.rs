@@ -38,6 +38,12 @@ pub fn adapter_index(net: &Supernet) -> AdapterIndex {
     m
 }
 
+/// A batch's inputs with the labels input added.
+fn with_labels(mut x: Vec<(String, Tensor)>, y: Tensor) -> Vec<(String, Tensor)> {
+    x.push((LABELS.to_string(), y));
+    x
+}
+
 /// Fails on a loss that is not finite; the update is then skipped.
 fn check_loss(loss: f32, step: u64) -> anyhow::Result<()> {
     if !loss.is_finite() {
@@ -58,7 +64,8 @@ fn non_finite_gradient(step: u64, name: &str, at: usize, loss: f32) -> anyhow::E
 /// A training graph's session with its trainable tensors and optimiser.
 pub struct Stepper {
     pub session: DeviceSession,
-    pub input: String,
+    /// The data inputs each step feeds.
+    pub inputs: Vec<String>,
     pub batch: usize,
     pub names: Vec<String>,
     /// Host copies of the trainable tensors; on a GPU current after [`Stepper::named`].
@@ -139,7 +146,7 @@ impl Stepper {
         };
         Ok(Stepper {
             session,
-            input: tg.input,
+            inputs: tg.inputs,
             batch: tg.batch,
             names,
             values,
@@ -220,10 +227,11 @@ impl Stepper {
         }
     }
 
-    /// Step number `step` (1-based, for messages) on images `x` and labels `y`.
+    /// Step number `step` (1-based, for messages) on the batch `x` (named inputs) and
+    /// labels `y`.
     pub fn step(
         &mut self,
-        x: Tensor,
+        x: Vec<(String, Tensor)>,
         y: Tensor,
         config: Option<&ModelConfig>,
         lr: f64,
@@ -235,9 +243,7 @@ impl Stepper {
         if self.gpu.is_some() {
             return self.step_on_gpu(x, y, config, lr, step);
         }
-        let mut out = self
-            .session
-            .run(&[(self.input.clone(), x), (LABELS.to_string(), y)])?;
+        let mut out = self.session.run(&with_labels(x, y))?;
         let loss = out[0].to_f32_vec()[0];
         check_loss(loss, step)?;
         // A step that overflowed anywhere changes nothing: check every gradient first.
@@ -262,7 +268,7 @@ impl Stepper {
 
     fn step_on_gpu(
         &mut self,
-        x: Tensor,
+        x: Vec<(String, Tensor)>,
         y: Tensor,
         config: Option<&ModelConfig>,
         lr: f64,
@@ -285,7 +291,7 @@ impl Stepper {
         };
         let names = &self.names;
         let s = gpu_session(&mut self.session)?;
-        let out = s.run_values(&[(self.input.clone(), x), (LABELS.to_string(), y)])?;
+        let out = s.run_values(&with_labels(x, y))?;
         let Some(gpu) = self.gpu.as_mut() else {
             bail!("internal: no GPU optimiser state");
         };

@@ -22,13 +22,13 @@ use rand::rngs::StdRng;
 use serde_json::json;
 
 use super::checkpoint::{self, Checkpoint};
-use super::data::Dataset;
 use super::graph::{build_eval_graph, build_training_graph, make_weights_trainable};
 use super::loss::{accuracy, softmax_cross_entropy};
 use super::mode::Mode;
 use super::optim::{AdamW, AdamWConfig};
 use super::schedule::LrSchedule;
 use super::step::{Stepper, adapter_index};
+use crate::data::{Dataset, InputLayout};
 use crate::exec::{Device, DeviceSession};
 use crate::glora::ModelConfig;
 use crate::ir::{Graph, Tensor};
@@ -106,25 +106,37 @@ pub fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
     order
 }
 
-/// Images and labels of the samples `idx` of `data`, as a batch.
-fn gather_batch(data: &Dataset, idx: &[usize]) -> anyhow::Result<(Tensor, Tensor, Vec<usize>)> {
-    let len = data.channels * data.height * data.width;
-    let mut images = Vec::with_capacity(idx.len() * len);
-    let mut labels = Vec::with_capacity(idx.len());
-    for &i in idx {
-        images.extend_from_slice(
-            data.images
-                .get(i * len..(i + 1) * len)
-                .ok_or_else(|| anyhow!("sample {i} is out of range"))?,
-        );
-        labels.push(data.labels[i] as usize);
-    }
-    let x = Tensor::from_f32(
-        vec![idx.len(), data.channels, data.height, data.width],
-        images,
-    )?;
+/// A batch: the named inputs, the labels as the loss reads them, and as indices.
+type Batch = (Vec<(String, Tensor)>, Tensor, Vec<usize>);
+
+/// The inputs and labels of the examples `idx` of `data`, as a batch.
+fn gather_batch(layout: &InputLayout, data: &Dataset, idx: &[usize]) -> anyhow::Result<Batch> {
+    let x = layout.batch(data, idx)?;
+    let labels: Vec<usize> = idx
+        .iter()
+        .map(|&i| {
+            data.labels
+                .get(i)
+                .map(|&l| l as usize)
+                .ok_or_else(|| anyhow!("example {i} is out of range"))
+        })
+        .collect::<anyhow::Result<_>>()?;
     let y = Tensor::from_i64(vec![idx.len()], labels.iter().map(|&l| l as i64).collect())?;
     Ok((x, y, labels))
+}
+
+/// The layout that feeds the examples of every split in `splits` to `forward`: token
+/// sequences padded to the longest of them all, so one graph serves every split.
+pub fn layout_for(forward: &Graph, splits: &[&Dataset]) -> anyhow::Result<InputLayout> {
+    let first = splits
+        .first()
+        .ok_or_else(|| anyhow!("no data to lay out"))?;
+    let mut layout = InputLayout::for_model(forward, first)?;
+    for d in &splits[1..] {
+        let other = InputLayout::for_model(forward, d)?;
+        layout = layout.covering(&other)?;
+    }
+    Ok(layout)
 }
 
 /// The forward graph a mode trains: the supernet with its head, or the base model
@@ -143,7 +155,7 @@ pub fn forward_graph(net: &Supernet, mode: &Mode) -> anyhow::Result<Graph> {
 /// last one padded with copies of its first sample, which are not counted).
 pub fn evaluate(
     session: &DeviceSession,
-    input: &str,
+    layout: &InputLayout,
     data: &Dataset,
     batch: usize,
 ) -> anyhow::Result<(f32, f32)> {
@@ -155,8 +167,8 @@ pub fn evaluate(
         let mut idx: Vec<usize> = (start..end).collect();
         let real = idx.len();
         idx.resize(batch, start);
-        let (x, _, labels) = gather_batch(data, &idx)?;
-        let out = session.run(&[(input.to_string(), x)])?;
+        let (x, _, labels) = gather_batch(layout, data, &idx)?;
+        let out = session.run(&x)?;
         let logits = out[0].to_f32_vec();
         let k = logits.len() / batch;
         if k < classes {
@@ -229,7 +241,6 @@ pub fn train(
     if train.n == 0 {
         bail!("the training data is empty");
     }
-    let image = [train.channels, train.height, train.width];
     let batch = opts.batch.min(train.n).max(1);
     let steps_per_epoch = (train.n / batch) as u64;
     let total = opts
@@ -240,12 +251,16 @@ pub fn train(
     if matches!(opts.mode, Mode::Full) {
         make_weights_trainable(&mut forward);
     }
-    let mut tg = build_training_graph(&forward, batch, &image, opts.label_smoothing)?;
+    let layout = match val {
+        Some(v) => layout_for(&forward, &[train, v])?,
+        None => layout_for(&forward, &[train])?,
+    };
+    let mut tg = build_training_graph(&forward, &layout.shapes(batch), opts.label_smoothing)?;
     if matches!(opts.mode, Mode::HeadOnly) {
         // The base model's weights stay frozen: the graph holds only head parameters.
         tg.params.retain(|(n, _)| n.starts_with("glora_head."));
     }
-    let eval_forward = build_eval_graph(&forward, opts.eval_batch.max(1), &image)?;
+    let eval_forward = build_eval_graph(&forward, &layout.shapes(opts.eval_batch.max(1)))?;
     let mut eval_session = opts.device.session(&eval_forward)?;
     let fixed = match &opts.mode {
         Mode::Fixed(c) => Some(c.clone()),
@@ -320,7 +335,7 @@ pub fn train(
             order_epoch = epoch;
         }
         let i0 = in_epoch as usize * batch;
-        let (x, y, labels) = gather_batch(train, &order[i0..i0 + batch])?;
+        let (x, y, labels) = gather_batch(&layout, train, &order[i0..i0 + batch])?;
         let config = match (&opts.mode, &fixed) {
             (Mode::Supernet, _) => Some(net.random_config(mix(opts.seed, step))),
             (_, Some(f)) => Some(f.clone()),
@@ -352,7 +367,7 @@ pub fn train(
             for (name, t) in stepper.named()? {
                 eval_session.set_param(&name, &t)?;
             }
-            let (va, vl) = evaluate(&eval_session, &stepper.input, val, opts.eval_batch.max(1))?;
+            let (va, vl) = evaluate(&eval_session, &layout, val, opts.eval_batch.max(1))?;
             metrics.write(json!({
                 "step": step + 1, "epoch": epoch, "val_loss": vl, "val_acc": va,
             }))?;

@@ -1,49 +1,20 @@
-//! Labelled image datasets for training and evaluation.
-//!
-//! Images come from files on disk (IDX as used by MNIST and Fashion-MNIST, raw or
-//! gzip; the UCI digits CSV; safetensors with `x` and `y`; a folder of PNG/JPEG files
-//! with one subfolder per class) into a [`Dataset`] of f32 planes. Transforms
-//! (bilinear resize, grey to RGB, per-channel normalisation), seeded shuffles, splits
-//! and k-shot subsets produce new datasets; [`Dataset::batches`] hands out
-//! `[B, C, H, W]` tensors with their labels to the training loop.
+//! Labelled image datasets from files on disk: IDX as used by MNIST and
+//! Fashion-MNIST (raw or gzip), the UCI digits CSV, safetensors with `x` and `y`, and
+//! a folder of PNG/JPEG files with one subfolder per class. Transforms (bilinear
+//! resize, grey to RGB, per-channel normalisation) bring images to what a model
+//! reads; [`Dataset::batches`] hands out `[B, C, H, W]` tensors with their labels.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use rand::rngs::StdRng;
-use rand::{RngExt, SeedableRng};
-
+use super::{DataError, Dataset, Features, Images};
 use crate::ir::Tensor;
-
-/// Why a dataset could not be loaded or transformed.
-#[derive(Debug, thiserror::Error)]
-pub enum DataError {
-    /// A file that is missing, unreadable or malformed.
-    #[error("{}: {what}", path.display())]
-    File { path: PathBuf, what: String },
-    /// A request that does not fit the dataset (bad fraction, too few examples...).
-    #[error("dataset: {0}")]
-    Invalid(String),
-}
 
 fn file_error(path: &Path, what: impl Into<String>) -> DataError {
     DataError::File {
         path: path.to_path_buf(),
         what: what.into(),
     }
-}
-
-/// Images and their class labels, all of one size.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Dataset {
-    /// N×C×H×W values, row-major.
-    pub images: Vec<f32>,
-    pub labels: Vec<u32>,
-    pub n: usize,
-    pub channels: usize,
-    pub height: usize,
-    pub width: usize,
-    pub num_classes: usize,
 }
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
@@ -111,8 +82,9 @@ fn parse_idx<'a>(
     Ok((dims, payload))
 }
 
-fn num_classes_of(labels: &[u32]) -> usize {
-    labels.iter().max().map_or(0, |&m| m as usize + 1)
+/// A dataset of images, classes numbered up to the largest label.
+fn image_dataset(images: Images, labels: Vec<u32>) -> Dataset {
+    Dataset::numbered(Features::Images(images), labels)
 }
 
 impl Dataset {
@@ -135,15 +107,13 @@ impl Dataset {
             ));
         }
         let labels: Vec<u32> = label_data.iter().map(|&l| u32::from(l)).collect();
-        Ok(Dataset {
-            images: pixels.iter().map(|&p| f32::from(p) / 255.0).collect(),
-            num_classes: num_classes_of(&labels),
-            labels,
-            n: dims[0],
+        let images = Images {
+            values: pixels.iter().map(|&p| f32::from(p) / 255.0).collect(),
             channels: 1,
             height: dims[1],
             width: dims[2],
-        })
+        };
+        Ok(image_dataset(images, labels))
     }
 
     /// Loads the UCI optical digits CSV (optionally gzip): each row holds 64 pixel
@@ -198,15 +168,13 @@ impl Dataset {
         if labels.is_empty() {
             return Err(file_error(path, "no data rows"));
         }
-        Ok(Dataset {
-            images,
-            n: labels.len(),
-            num_classes: num_classes_of(&labels),
-            labels,
+        let images = Images {
+            values: images,
             channels: 1,
             height: DIGITS_SIDE,
             width: DIGITS_SIDE,
-        })
+        };
+        Ok(image_dataset(images, labels))
     }
 
     /// Loads a safetensors file with `x` of shape [N,C,H,W] or [N,H,W] (f32 taken as
@@ -279,15 +247,19 @@ impl Dataset {
                     .map_err(|_| file_error(path, format!("label {l} in `y` is not a class index")))
             })
             .collect::<Result<Vec<u32>, DataError>>()?;
-        Ok(Dataset {
-            images,
-            n,
-            num_classes: num_classes_of(&labels),
-            labels,
+        if images.len() != n * channels * height * width {
+            return Err(file_error(
+                path,
+                "tensor `x` holds fewer bytes than its shape",
+            ));
+        }
+        let images = Images {
+            values: images,
             channels,
             height,
             width,
-        })
+        };
+        Ok(image_dataset(images, labels))
     }
 
     /// Loads a folder with one subfolder per class (classes numbered in name order),
@@ -358,95 +330,25 @@ impl Dataset {
             }
             labels.push(*label);
         }
+        let label_names = classes
+            .iter()
+            .map(|c| {
+                c.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            })
+            .collect();
         Ok(Dataset {
-            images,
+            features: Features::Images(Images {
+                values: images,
+                channels,
+                height,
+                width,
+            }),
             n: labels.len(),
             labels,
-            channels,
-            height,
-            width,
             num_classes: classes.len(),
-        })
-    }
-
-    fn image_len(&self) -> usize {
-        self.channels * self.height * self.width
-    }
-
-    /// Checks that the fields agree with each other.
-    pub fn validate(&self) -> Result<(), DataError> {
-        if self.labels.len() != self.n {
-            return Err(DataError::Invalid(format!(
-                "{} labels for {} images",
-                self.labels.len(),
-                self.n
-            )));
-        }
-        if self.images.len() != self.n * self.image_len() {
-            return Err(DataError::Invalid(format!(
-                "{} values for {} images of {}×{}×{}",
-                self.images.len(),
-                self.n,
-                self.channels,
-                self.height,
-                self.width
-            )));
-        }
-        if let Some(bad) = self
-            .labels
-            .iter()
-            .find(|&&l| l as usize >= self.num_classes)
-        {
-            return Err(DataError::Invalid(format!(
-                "label {bad} not below num_classes {}",
-                self.num_classes
-            )));
-        }
-        Ok(())
-    }
-
-    /// The images at `indices`, in that order, with their labels.
-    pub fn subset(&self, indices: &[usize]) -> Result<Dataset, DataError> {
-        let len = self.image_len();
-        let mut images = Vec::with_capacity(indices.len().saturating_mul(len));
-        let mut labels = Vec::with_capacity(indices.len());
-        for &i in indices {
-            let image = (i < self.n)
-                .then(|| self.images.get(i * len..(i + 1) * len))
-                .flatten();
-            let (Some(image), Some(&label)) = (image, self.labels.get(i)) else {
-                return Err(DataError::Invalid(format!(
-                    "index {i} outside {} images",
-                    self.n
-                )));
-            };
-            images.extend_from_slice(image);
-            labels.push(label);
-        }
-        Ok(self.with_contents(images, labels))
-    }
-
-    /// The images of the classes in `classes`, relabelled `0..classes.len()` in that
-    /// order (a task carved from a larger one).
-    pub fn select_classes(&self, classes: &[u32]) -> Result<Dataset, DataError> {
-        if let Some(&bad) = classes.iter().find(|&&c| c as usize >= self.num_classes) {
-            return Err(DataError::Invalid(format!(
-                "class {bad} not below num_classes {}",
-                self.num_classes
-            )));
-        }
-        let len = self.image_len();
-        let mut images = Vec::new();
-        let mut labels = Vec::new();
-        for (i, &label) in self.labels.iter().enumerate().take(self.n) {
-            if let Some(new) = classes.iter().position(|&c| c == label) {
-                images.extend_from_slice(&self.images[i * len..(i + 1) * len]);
-                labels.push(new as u32);
-            }
-        }
-        Ok(Dataset {
-            num_classes: classes.len(),
-            ..self.with_contents(images, labels)
+            label_names,
         })
     }
 
@@ -454,9 +356,10 @@ impl Dataset {
     /// [`Dataset::load_safetensors`] reads them, atomically.
     pub fn save_safetensors(&self, path: &Path) -> anyhow::Result<()> {
         self.validate()?;
+        let im = self.images()?;
         let x = Tensor::from_f32(
-            vec![self.n, self.channels, self.height, self.width],
-            self.images.clone(),
+            vec![self.n, im.channels, im.height, im.width],
+            im.values.clone(),
         )?;
         let y = Tensor::from_i64(
             vec![self.n],
@@ -465,70 +368,57 @@ impl Dataset {
         crate::io::write_safetensors(path, &[("x".into(), x), ("y".into(), y)])
     }
 
-    /// A dataset of the same image shape and classes holding other images.
-    fn with_contents(&self, images: Vec<f32>, labels: Vec<u32>) -> Dataset {
-        Dataset {
-            images,
-            n: labels.len(),
-            labels,
-            ..self.clone_shape()
-        }
-    }
-
-    fn clone_shape(&self) -> Dataset {
-        Dataset {
-            images: Vec::new(),
-            labels: Vec::new(),
-            n: 0,
-            channels: self.channels,
-            height: self.height,
-            width: self.width,
-            num_classes: self.num_classes,
-        }
+    /// The same dataset with its images replaced.
+    fn with_images(&self, images: Images) -> Dataset {
+        self.with_contents(Features::Images(images), self.labels.clone())
     }
 
     /// Every image resized to `height`×`width` by bilinear interpolation with
     /// half-pixel centres (the convention of PyTorch's `align_corners=False`).
     pub fn resized(&self, height: usize, width: usize) -> Result<Dataset, DataError> {
         self.validate()?;
+        let im = self.images()?;
         if height == 0 || width == 0 {
             return Err(DataError::Invalid(format!(
                 "cannot resize to {height}×{width}"
             )));
         }
-        let plane = self.height * self.width;
-        let images = if plane == 0 {
-            vec![0.0; self.n * self.channels * height * width]
+        let plane = im.height * im.width;
+        let values = if plane == 0 {
+            vec![0.0; self.n * im.channels * height * width]
         } else {
-            self.images
+            im.values
                 .chunks_exact(plane)
-                .flat_map(|p| resize_plane(p, self.height, self.width, height, width))
+                .flat_map(|p| resize_plane(p, im.height, im.width, height, width))
                 .collect()
         };
-        Ok(Dataset {
+        Ok(self.with_images(Images {
+            values,
             height,
             width,
-            ..self.with_contents(images, self.labels.clone())
-        })
+            ..im.shape()
+        }))
     }
 
     /// Grey images repeated into three channels; RGB images unchanged.
     pub fn to_rgb(&self) -> Result<Dataset, DataError> {
         self.validate()?;
-        match self.channels {
+        let im = self.images()?;
+        match im.channels {
             3 => Ok(self.clone()),
             1 => {
-                let plane = self.height * self.width;
-                let mut images = Vec::with_capacity(self.images.len() * 3);
-                for p in self.images.chunks_exact(plane.max(1)) {
+                let plane = im.height * im.width;
+                let mut values = Vec::with_capacity(im.values.len() * 3);
+                for p in im.values.chunks_exact(plane.max(1)) {
                     for _ in 0..3 {
-                        images.extend_from_slice(p);
+                        values.extend_from_slice(p);
                     }
                 }
-                Ok(Dataset {
+                Ok(self.with_images(Images {
+                    values,
                     channels: 3,
-                    ..self.with_contents(images, self.labels.clone())
-                })
+                    ..im.shape()
+                }))
             }
             c => Err(DataError::Invalid(format!(
                 "cannot make RGB from {c} channels"
@@ -539,96 +429,33 @@ impl Dataset {
     /// `(value - mean[c]) / std[c]` for each channel `c`.
     pub fn normalized(&self, mean: &[f32], std: &[f32]) -> Result<Dataset, DataError> {
         self.validate()?;
-        if mean.len() != self.channels || std.len() != self.channels {
+        let im = self.images()?;
+        if mean.len() != im.channels || std.len() != im.channels {
             return Err(DataError::Invalid(format!(
                 "{} means and {} stds for {} channels",
                 mean.len(),
                 std.len(),
-                self.channels
+                im.channels
             )));
         }
         if let Some(s) = std.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
             return Err(DataError::Invalid(format!("std {s} is not positive")));
         }
-        let plane = (self.height * self.width).max(1);
-        let images = self
-            .images
+        let plane = (im.height * im.width).max(1);
+        let channels = im.channels;
+        let values = im
+            .values
             .chunks_exact(plane)
             .enumerate()
             .flat_map(|(i, p)| {
-                let c = i % self.channels;
+                let c = i % channels;
                 p.iter().map(move |v| (v - mean[c]) / std[c])
             })
             .collect();
-        Ok(Dataset {
-            images,
-            ..self.clone()
-        })
-    }
-
-    /// The dataset in a random order fixed by `seed`.
-    pub fn shuffled(&self, seed: u64) -> Result<Dataset, DataError> {
-        let mut order: Vec<usize> = (0..self.n).collect();
-        shuffle(&mut order, &mut StdRng::seed_from_u64(seed));
-        self.subset(&order)
-    }
-
-    /// Indices of a (train, validation) split: in each class, a seeded random
-    /// `val_fraction` of its examples (rounded) goes to validation.
-    pub fn split_indices(
-        &self,
-        val_fraction: f64,
-        seed: u64,
-    ) -> Result<(Vec<usize>, Vec<usize>), DataError> {
-        if !(0.0..=1.0).contains(&val_fraction) {
-            return Err(DataError::Invalid(format!(
-                "validation fraction {val_fraction} outside 0..1"
-            )));
-        }
-        let mut rng = StdRng::seed_from_u64(seed);
-        let mut train = Vec::new();
-        let mut val = Vec::new();
-        for mut members in self.indices_by_class()? {
-            shuffle(&mut members, &mut rng);
-            let take = (members.len() as f64 * val_fraction).round() as usize;
-            val.extend_from_slice(&members[..take]);
-            train.extend_from_slice(&members[take..]);
-        }
-        train.sort_unstable();
-        val.sort_unstable();
-        Ok((train, val))
-    }
-
-    /// A stratified (train, validation) split; see [`Dataset::split_indices`].
-    pub fn split(&self, val_fraction: f64, seed: u64) -> Result<(Dataset, Dataset), DataError> {
-        let (train, val) = self.split_indices(val_fraction, seed)?;
-        Ok((self.subset(&train)?, self.subset(&val)?))
-    }
-
-    /// Exactly `k` seeded random examples of every class, in class order.
-    pub fn k_shot(&self, k: usize, seed: u64) -> Result<Dataset, DataError> {
-        let mut rng = StdRng::seed_from_u64(seed);
-        let mut chosen = Vec::with_capacity(k * self.num_classes);
-        for (class, mut members) in self.indices_by_class()?.into_iter().enumerate() {
-            if members.len() < k {
-                return Err(DataError::Invalid(format!(
-                    "class {class} has {} examples, fewer than k = {k}",
-                    members.len()
-                )));
-            }
-            shuffle(&mut members, &mut rng);
-            chosen.extend_from_slice(&members[..k]);
-        }
-        self.subset(&chosen)
-    }
-
-    fn indices_by_class(&self) -> Result<Vec<Vec<usize>>, DataError> {
-        self.validate()?;
-        let mut by_class = vec![Vec::new(); self.num_classes];
-        for (i, &label) in self.labels.iter().enumerate() {
-            by_class[label as usize].push(i);
-        }
-        Ok(by_class)
+        Ok(self.with_images(Images {
+            values,
+            ..im.shape()
+        }))
     }
 
     /// Consecutive batches of `[B, C, H, W]` f32 images with their labels; the last,
@@ -639,29 +466,26 @@ impl Dataset {
         batch: usize,
         drop_last: bool,
     ) -> impl Iterator<Item = (Tensor, Vec<u32>)> + '_ {
-        let len = self.image_len();
+        let im = match &self.features {
+            Features::Images(im) => Some(im),
+            Features::Tokens(_) => None,
+        };
+        let len = im.map_or(0, Images::image_len);
         let count = match (batch, drop_last) {
             (0, _) => 0,
             (b, true) => self.n / b,
             (b, false) => self.n.div_ceil(b),
         };
         (0..count).map_while(move |i| {
+            let im = im?;
             let start = i * batch;
             let end = (start + batch).min(self.n);
-            let images = self.images.get(start * len..end * len)?;
+            let images = im.values.get(start * len..end * len)?;
             let labels = self.labels.get(start..end)?;
-            let shape = vec![end - start, self.channels, self.height, self.width];
+            let shape = vec![end - start, im.channels, im.height, im.width];
             let tensor = Tensor::from_f32(shape, images.to_vec()).ok()?;
             Some((tensor, labels.to_vec()))
         })
-    }
-}
-
-/// Fisher–Yates shuffle.
-fn shuffle<T>(items: &mut [T], rng: &mut StdRng) {
-    for i in (1..items.len()).rev() {
-        let j = rng.random_range(0..=i);
-        items.swap(i, j);
     }
 }
 

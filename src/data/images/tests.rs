@@ -2,7 +2,12 @@
 //! known values and, when present, the digits and Fashion-MNIST fixtures.
 
 use super::*;
+use crate::data::Images;
 use std::io::Write;
+
+fn im(d: &Dataset) -> &Images {
+    d.images().unwrap()
+}
 
 fn idx_bytes(magic: u32, dims: &[u32], payload: &[u8]) -> Vec<u8> {
     let mut out = magic.to_be_bytes().to_vec();
@@ -65,14 +70,19 @@ fn idx_raw_and_gzip_load_known_values() {
         let (images, labels) = tiny_idx(dir.path(), gz);
         let data = Dataset::load_idx(&images, &labels).unwrap();
         assert_eq!(
-            (data.n, data.channels, data.height, data.width),
+            (
+                data.n,
+                im(&data).channels,
+                im(&data).height,
+                im(&data).width
+            ),
             (2, 1, 2, 3)
         );
         assert_eq!(data.labels, vec![3, 1]);
         assert_eq!(data.num_classes, 4);
         let mut expected = vec![0.0, 0.2, 0.4, 0.6, 0.8, 1.0];
         expected.extend([1.0; 6]);
-        assert_close(&data.images, &expected);
+        assert_close(&im(&data).values, &expected);
     }
 }
 
@@ -132,15 +142,20 @@ fn digits_csv_raw_and_gzip_load_known_values() {
     ] {
         let data = Dataset::load_digits_csv(&path).unwrap();
         assert_eq!(
-            (data.n, data.channels, data.height, data.width),
+            (
+                data.n,
+                im(&data).channels,
+                im(&data).height,
+                im(&data).width
+            ),
             (2, 1, 8, 8)
         );
         assert_eq!(data.labels, vec![7, 2]);
         assert_eq!(data.num_classes, 8);
-        assert_eq!(data.images[0], 0.25);
-        assert_eq!(data.images[63], 1.0);
-        assert_eq!(data.images[64], 0.5);
-        assert_eq!(data.images[1], 0.0);
+        assert_eq!(im(&data).values[0], 0.25);
+        assert_eq!(im(&data).values[63], 1.0);
+        assert_eq!(im(&data).values[64], 0.5);
+        assert_eq!(im(&data).values[1], 0.0);
     }
 }
 
@@ -188,10 +203,15 @@ fn safetensors_loads_f32_nchw_and_u8_nhw() {
     );
     let data = Dataset::load_safetensors(&f32_path).unwrap();
     assert_eq!(
-        (data.n, data.channels, data.height, data.width),
+        (
+            data.n,
+            im(&data).channels,
+            im(&data).height,
+            im(&data).width
+        ),
         (2, 1, 2, 2)
     );
-    assert_eq!(data.images, values.to_vec());
+    assert_eq!(im(&data).values, values.to_vec());
     assert_eq!(data.labels, vec![1, 0]);
     assert_eq!(data.num_classes, 2);
 
@@ -203,10 +223,15 @@ fn safetensors_loads_f32_nchw_and_u8_nhw() {
     );
     let data = Dataset::load_safetensors(&u8_path).unwrap();
     assert_eq!(
-        (data.n, data.channels, data.height, data.width),
+        (
+            data.n,
+            im(&data).channels,
+            im(&data).height,
+            im(&data).width
+        ),
         (1, 1, 1, 2)
     );
-    assert_eq!(data.images, vec![0.0, 1.0]);
+    assert_eq!(im(&data).values, vec![0.0, 1.0]);
     assert_eq!(data.labels, vec![4]);
 
     let negative: Vec<u8> = (-1i32).to_le_bytes().to_vec();
@@ -232,15 +257,15 @@ fn tiny(
     height: usize,
     width: usize,
 ) -> Dataset {
-    Dataset {
-        n: labels.len(),
-        num_classes: labels.iter().max().map_or(0, |&m| m as usize + 1),
-        images,
+    Dataset::numbered(
+        Features::Images(Images {
+            values: images,
+            channels,
+            height,
+            width,
+        }),
         labels,
-        channels,
-        height,
-        width,
-    }
+    )
 }
 
 #[test]
@@ -248,8 +273,8 @@ fn resize_4x4_to_2x2_averages_blocks() {
     // Half-pixel centres put each output pixel midway between four inputs.
     let plane: Vec<f32> = (0..16).map(|v| v as f32).collect();
     let data = tiny(plane, vec![0], 1, 4, 4).resized(2, 2).unwrap();
-    assert_eq!((data.height, data.width), (2, 2));
-    assert_close(&data.images, &[2.5, 4.5, 10.5, 12.5]);
+    assert_eq!((im(&data).height, im(&data).width), (2, 2));
+    assert_close(&im(&data).values, &[2.5, 4.5, 10.5, 12.5]);
 }
 
 #[test]
@@ -258,23 +283,26 @@ fn resize_2x2_to_3x3_matches_hand_values() {
     let data = tiny(vec![0.0, 2.0, 4.0, 6.0], vec![0], 1, 2, 2)
         .resized(3, 3)
         .unwrap();
-    assert_close(&data.images, &[0.0, 1.0, 2.0, 2.0, 3.0, 4.0, 4.0, 5.0, 6.0]);
+    assert_close(
+        &im(&data).values,
+        &[0.0, 1.0, 2.0, 2.0, 3.0, 4.0, 4.0, 5.0, 6.0],
+    );
 }
 
 #[test]
 fn grey_to_rgb_and_normalisation() {
     let grey = tiny(vec![0.0, 1.0, 0.5, 0.25], vec![0, 1], 1, 1, 2);
     let rgb = grey.to_rgb().unwrap();
-    assert_eq!(rgb.channels, 3);
+    assert_eq!(im(&rgb).channels, 3);
     assert_eq!(
-        rgb.images,
+        im(&rgb).values,
         vec![
             0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.5, 0.25, 0.5, 0.25, 0.5, 0.25
         ]
     );
     let norm = rgb.normalized(&[0.5, 0.0, 1.0], &[0.5, 2.0, 0.25]).unwrap();
     assert_close(
-        &norm.images,
+        &im(&norm).values,
         &[
             -1.0, 1.0, 0.0, 0.5, -4.0, 0.0, 0.0, -0.5, 0.25, 0.125, -2.0, -3.0,
         ],
@@ -312,7 +340,7 @@ fn split_is_disjoint_complete_stratified_and_seeded() {
     );
     assert_ne!(data.split_indices(0.2, 8).unwrap().1, val);
     let (train_set, val_set) = data.split(0.2, 7).unwrap();
-    let as_index = |d: &Dataset| d.images.iter().map(|&v| v as usize).collect::<Vec<_>>();
+    let as_index = |d: &Dataset| im(d).values.iter().map(|&v| v as usize).collect::<Vec<_>>();
     assert_eq!(as_index(&train_set), train);
     assert_eq!(as_index(&val_set), val);
     assert!(data.split_indices(1.5, 7).is_err());
@@ -327,7 +355,7 @@ fn k_shot_takes_exactly_k_per_class() {
         assert_eq!(shot.labels.iter().filter(|&&l| l == class).count(), 4);
     }
     // Labels still match the images they came with.
-    for (v, l) in shot.images.iter().zip(&shot.labels) {
+    for (v, l) in im(&shot).values.iter().zip(&shot.labels) {
         assert_eq!(*v as u32 % 3, *l);
     }
     assert_eq!(data.k_shot(4, 3).unwrap(), shot);
@@ -339,11 +367,11 @@ fn shuffle_is_a_seeded_permutation() {
     let data = counted(10);
     let a = data.shuffled(1).unwrap();
     assert_eq!(a, data.shuffled(1).unwrap());
-    assert_ne!(a.images, data.images);
-    let mut sorted = a.images.clone();
+    assert_ne!(im(&a).values, im(&data).values);
+    let mut sorted = im(&a).values.clone();
     sorted.sort_by(f32::total_cmp);
-    assert_eq!(sorted, data.images);
-    for (v, l) in a.images.iter().zip(&a.labels) {
+    assert_eq!(sorted, im(&data).values);
+    for (v, l) in im(&a).values.iter().zip(&a.labels) {
         assert_eq!(*v as u32 % 3, *l);
     }
 }
@@ -386,13 +414,19 @@ fn image_folder_loads_classes_in_name_order() {
 
     let data = Dataset::load_image_folder(dir.path(), None).unwrap();
     assert_eq!(
-        (data.n, data.channels, data.height, data.width),
+        (
+            data.n,
+            im(&data).channels,
+            im(&data).height,
+            im(&data).width
+        ),
         (2, 3, 1, 2)
     );
     assert_eq!(data.num_classes, 2);
+    assert_eq!(data.label_names, ["a_dog", "b_cat"]);
     assert_eq!(data.labels, vec![0, 1]);
     assert_close(
-        &data.images,
+        &im(&data).values,
         &[0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.2],
     );
 
@@ -401,8 +435,8 @@ fn image_folder_loads_classes_in_name_order() {
         dir.path(),
     );
     let resized = Dataset::load_image_folder(dir.path(), Some((2, 4))).unwrap();
-    assert_eq!((resized.height, resized.width), (2, 4));
-    assert_close(&resized.images[..4], &[0.0, 0.25, 0.75, 1.0]);
+    assert_eq!((im(&resized).height, im(&resized).width), (2, 4));
+    assert_close(&im(&resized).values[..4], &[0.0, 0.25, 0.75, 1.0]);
 
     let odd = image::GrayImage::from_raw(3, 1, vec![0, 0, 0]).unwrap();
     let odd_path = dir.path().join("b_cat/y.png");
@@ -440,9 +474,12 @@ fn digits_fixture_has_1797_images_of_10_classes() {
     let data = Dataset::load_digits_csv(&path).unwrap();
     assert_eq!(data.n, 1797);
     assert_eq!(data.num_classes, 10);
-    assert_eq!((data.channels, data.height, data.width), (1, 8, 8));
-    let (lo, hi) = data
-        .images
+    assert_eq!(
+        (im(&data).channels, im(&data).height, im(&data).width),
+        (1, 8, 8)
+    );
+    let (lo, hi) = im(&data)
+        .values
         .iter()
         .fold((f32::MAX, f32::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
     assert_eq!((lo, hi), (0.0, 1.0));
@@ -465,7 +502,10 @@ fn fashion_mnist_fixture_has_train_and_test_sets() {
         )
         .unwrap();
         assert_eq!(data.n, count);
-        assert_eq!((data.channels, data.height, data.width), (1, 28, 28));
+        assert_eq!(
+            (im(&data).channels, im(&data).height, im(&data).width),
+            (1, 28, 28)
+        );
         assert_eq!(data.num_classes, 10);
         data.validate().unwrap();
     }

@@ -1,0 +1,130 @@
+//! A run's data: the dataset a user names, opened by [`crate::data::open_data`],
+//! carved into training, validation and test splits as the run's [`DataPlan`] says,
+//! and shaped for the supernet's input. Training, search and the pipeline all carve
+//! through here, so that validation examples are never trained on.
+
+use std::path::Path;
+
+use anyhow::Context;
+
+use crate::data::{Dataset, Preprocess, imagenet_stats, open_data};
+use crate::supernet::Supernet;
+
+/// How a run carves and shapes its data.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DataPlan {
+    /// Side to resize images to (default: the model's input size when fixed).
+    pub image_size: Option<usize>,
+    pub imagenet_norm: bool,
+    /// Fraction of the training data held out for validation (0: none).
+    pub val_fraction: f64,
+    /// Fraction carved off as the test split when the data comes without one (0: no
+    /// test split).
+    pub test_fraction: f64,
+    /// Seed of the validation carve; training, search and the pipeline use the same
+    /// one so that validation samples are never trained on.
+    pub split_seed: u64,
+    /// Keep K training samples per class.
+    pub k_shot: Option<usize>,
+    /// Keep at most N training samples (class-stratified).
+    pub limit: Option<usize>,
+    /// Keep at most N test samples (class-stratified).
+    pub test_limit: Option<usize>,
+}
+
+impl Default for DataPlan {
+    fn default() -> DataPlan {
+        DataPlan {
+            image_size: None,
+            imagenet_norm: false,
+            val_fraction: 0.1,
+            test_fraction: 0.0,
+            split_seed: 0,
+            k_shot: None,
+            limit: None,
+            test_limit: None,
+        }
+    }
+}
+
+/// A run's data, shaped for its model.
+#[derive(Clone, Debug)]
+pub struct PreparedData {
+    pub train: Dataset,
+    pub val: Option<Dataset>,
+    pub test: Option<Dataset>,
+}
+
+/// Opens `path`, shapes the images for `net`'s input and carves the validation split
+/// and the training subset as `plan` says.
+pub fn prepare_data(path: &Path, net: &Supernet, plan: &DataPlan) -> anyhow::Result<PreparedData> {
+    let splits = open_data(path)?;
+    // Every carve picks by label only, so it runs on the stored images and only what
+    // is kept is resized: resizing all of a large dataset first can take gigabytes.
+    let mut all = splits.train;
+    let mut test = splits.test;
+    if test.is_none() && plan.test_fraction > 0.0 {
+        // A different stream from the validation carve's, so the two are independent.
+        let (rest, carved) = all
+            .split(plan.test_fraction, plan.split_seed ^ 0x7E57)
+            .with_context(|| path.display().to_string())?;
+        all = rest;
+        test = Some(carved);
+    }
+    let (train, val) = if plan.val_fraction > 0.0 {
+        let (t, v) = all
+            .split(plan.val_fraction, plan.split_seed)
+            .with_context(|| path.display().to_string())?;
+        (t, Some(v))
+    } else {
+        (all, None)
+    };
+    let train = match (plan.k_shot, plan.limit) {
+        (Some(k), _) => train.k_shot(k, plan.split_seed)?,
+        (None, Some(n)) if n < train.n => {
+            let frac = 1.0 - n as f64 / train.n as f64;
+            train.split(frac, plan.split_seed)?.0
+        }
+        _ => train,
+    };
+    // A cut-down training set keeps the validation split in proportion, so that a
+    // search over a few hundred images does not score every genome on thousands.
+    let val = match (val, plan.k_shot.is_some() || plan.limit.is_some()) {
+        (Some(v), true) if plan.val_fraction < 1.0 => {
+            let keep = ((train.n as f64 * plan.val_fraction / (1.0 - plan.val_fraction)).ceil()
+                as usize)
+                .max(v.num_classes)
+                .min(v.n);
+            Some(keep_at_most(v, keep, plan.split_seed)?)
+        }
+        (v, _) => v,
+    };
+    let test = match (test, plan.test_limit) {
+        (Some(t), Some(n)) => Some(keep_at_most(t, n, plan.split_seed)?),
+        (t, _) => t,
+    };
+    let [c, h, w] = net.image_dims();
+    let size = match (plan.image_size, h, w) {
+        (Some(s), _, _) => Some((s, s)),
+        (None, Some(h), Some(w)) => Some((h, w)),
+        _ => None,
+    };
+    let prep = Preprocess {
+        size,
+        channels: c,
+        normalize: plan.imagenet_norm.then(imagenet_stats),
+    };
+    Ok(PreparedData {
+        train: prep.apply(&train)?,
+        val: val.map(|v| prep.apply(&v)).transpose()?,
+        test: test.map(|t| prep.apply(&t)).transpose()?,
+    })
+}
+
+/// A class-stratified pick of at most `n` samples.
+fn keep_at_most(d: Dataset, n: usize, seed: u64) -> anyhow::Result<Dataset> {
+    if n >= d.n {
+        return Ok(d);
+    }
+    Ok(d.split(1.0 - n as f64 / d.n as f64, seed)?.0)
+}
