@@ -3,11 +3,13 @@
 //! A model enters through [`onnx`] as an [`ir::Graph`], is rewritten by [`passes`],
 //! runs on a backend from [`exec`], leaves through [`onnx`] again and is checked in
 //! tract by [`verify`]. A GLoRA [`supernet`] ties these together: the adapted graph,
-//! its search space and its adapters, saved as a `NAME.glora/` directory. The `glora`
-//! binary's subcommands live in [`cli`].
+//! its search space and its adapters, saved as a `NAME.glora/` directory. Text
+//! datasets (tables, class folders) and their token ids come from [`data`]. The
+//! `glora` binary's subcommands live in [`cli`].
 
 pub mod bench;
 pub mod cli;
+pub mod data;
 pub mod exec;
 pub mod glora;
 pub mod io;
