@@ -1,11 +1,14 @@
 //! Text datasets for classification, from files on disk to labelled records.
 //!
 //! Records come from a table ([`read_table`]: CSV, TSV or JSONL with a text column, an
-//! optional pair column and a label column). Each [`TextRecord`] remembers its file
-//! and line, so that a problem found later (an unknown test label, say) can still be
-//! reported where it is. [`LabelSet`] turns label names into class indices.
+//! optional pair column and a label column) or from a folder with one subfolder per
+//! class ([`read_text_folder`], optionally merging subfolders into classes through a
+//! [`ClassMap`]). Each [`TextRecord`] remembers its file and line, so that a problem
+//! found later (an unknown test label, say) can still be reported where it is.
+//! [`LabelSet`] turns label names into class indices.
 
 mod labels;
+mod text_folder;
 mod text_table;
 
 #[cfg(test)]
@@ -16,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use labels::LabelSet;
+pub use text_folder::{ClassMap, FolderOptions, read_text_folder};
 pub use text_table::{TableFormat, TextColumns, parse_table, read_table};
 
 /// Why text data could not be read, parsed or encoded. The message always starts
@@ -40,6 +44,9 @@ pub enum TextDataError {
         /// What is wrong, starting with the column or key name when there is one.
         what: String,
     },
+    /// A class map that does not parse, before any folder is looked at.
+    #[error("class map '{spec}': {what}")]
+    ClassMap { spec: String, what: String },
 }
 
 impl TextDataError {
