@@ -1,15 +1,18 @@
-//! Text datasets for classification, from files on disk to labelled records.
+//! Text datasets for classification, from files on disk to token ids.
 //!
 //! Records come from a table ([`read_table`]: CSV, TSV or JSONL with a text column, an
 //! optional pair column and a label column) or from a folder with one subfolder per
 //! class ([`read_text_folder`], optionally merging subfolders into classes through a
 //! [`ClassMap`]). Each [`TextRecord`] remembers its file and line, so that a problem
-//! found later (an unknown test label, say) can still be reported where it is.
-//! [`LabelSet`] turns label names into class indices.
+//! found later (an unknown test label, a text the tokenizer rejects) can still be
+//! reported where it is. [`LabelSet`] turns label names into class indices, and
+//! [`TextTokenizer`] turns texts into the unpadded token ids a model takes; padding
+//! happens per batch, later.
 
 mod labels;
 mod text_folder;
 mod text_table;
+mod tokenize;
 
 #[cfg(test)]
 mod tests;
@@ -21,6 +24,7 @@ use std::sync::Arc;
 pub use labels::LabelSet;
 pub use text_folder::{ClassMap, FolderOptions, read_text_folder};
 pub use text_table::{TableFormat, TextColumns, parse_table, read_table};
+pub use tokenize::{Encoded, TextTokenizer};
 
 /// Why text data could not be read, parsed or encoded. The message always starts
 /// with the file at fault, then the line and column when there is one.

@@ -1,9 +1,11 @@
 //! Tests of the text data layer: hand-written tables and folders in temporary
-//! directories, and the real corpora from the fixtures (skipped when absent).
+//! directories, the real corpora from the fixtures (skipped when absent), token ids
+//! against transformers.
 
 mod folder;
 mod labels;
 mod tables;
+mod tokenizer;
 
 use std::path::{Path, PathBuf};
 
