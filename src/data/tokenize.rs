@@ -15,7 +15,7 @@ use serde_json::Value;
 use tokenizers::utils::truncation::{
     TruncationDirection, TruncationParams, TruncationStrategy, truncate_encodings,
 };
-use tokenizers::{Encoding, PostProcessor, Tokenizer};
+use tokenizers::{EncodeInput, Encoding, PostProcessor, Tokenizer};
 
 use super::{TextDataError, TextRecord, json_message};
 
@@ -102,8 +102,23 @@ impl TextTokenizer {
         bytes: &[u8],
         config: Option<&TokenizerConfig>,
     ) -> Result<TextTokenizer, TextDataError> {
-        // Malformed files have made `tokenizers` panic rather than return an error;
-        // a bad file must not take the program down.
+        // tokenizers 0.23 panics on a syntax error inside "decoder" (an `expect`
+        // in its deserialiser), so the syntax is checked first, strings decoded
+        // (a lone surrogate escape is such an error); that also gives every syntax
+        // error its line and column.
+        if let Err(e) = serde_json::from_slice::<Value>(bytes) {
+            return Err(TextDataError::Content {
+                path: path.to_path_buf(),
+                line: Some(e.line()),
+                column: Some(e.column()),
+                what: format!(
+                    "cannot load the tokenizer: invalid JSON: {}",
+                    json_message(&e)
+                ),
+            });
+        }
+        // Any other panic while loading a malformed file must not take the
+        // program down either.
         let loaded =
             catch_unwind(AssertUnwindSafe(|| Tokenizer::from_bytes(bytes))).map_err(|p| {
                 TextDataError::file(
@@ -129,6 +144,19 @@ impl TextTokenizer {
         tokenizer
             .with_truncation(None)
             .map_err(|e| TextDataError::file(path, format!("cannot load the tokenizer: {e}")))?;
+        // A template naming a special token that the file does not define loads
+        // and then panics in every encode; finding that now names the file.
+        for probe in [EncodeInput::Single("a".into()), ("a", "b").into()] {
+            if let Err(p) = catch_unwind(AssertUnwindSafe(|| tokenizer.encode(probe, true))) {
+                return Err(TextDataError::file(
+                    path,
+                    format!(
+                        "cannot load the tokenizer (the tokenizers crate panicked encoding a test text: {})",
+                        panic_message(&*p)
+                    ),
+                ));
+            }
+        }
         Ok(TextTokenizer {
             tokenizer,
             path: path.to_path_buf(),

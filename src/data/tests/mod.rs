@@ -1,8 +1,9 @@
 //! Tests of the text data layer: hand-written tables and folders in temporary
 //! directories, the real corpora from the fixtures (skipped when absent), token ids
-//! against transformers.
+//! against transformers, and a mutation fuzzer over every loader.
 
 mod folder;
+mod fuzz;
 mod labels;
 mod tables;
 mod tokenizer;

@@ -215,8 +215,44 @@ fn loading_errors_name_the_tokenizer_file() {
         TextTokenizer::from_bytes(name, b"{\"version\": \"1.0\",\n \"model\": [")
             .unwrap_err()
             .to_string(),
-        "models/x/tokenizer.json:2:11: cannot load the tokenizer: EOF while parsing a list"
+        "models/x/tokenizer.json:2:11: cannot load the tokenizer: invalid JSON: EOF while parsing a list"
     );
+    // A syntax error inside "decoder" makes tokenizers 0.23 panic while loading.
+    let mut text = serde_json::to_string_pretty(&small_tokenizer_json()).unwrap();
+    let at = text.find("\"cleanup\": true").unwrap();
+    text.replace_range(at..at + 1, "");
+    let line = text[..at].matches('\n').count() + 1;
+    let err = TextTokenizer::from_bytes(name, text.as_bytes())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with(&format!("models/x/tokenizer.json:{line}:")),
+        "{err}"
+    );
+    assert!(err.contains("invalid JSON"), "{err}");
+    let mut missing_field = small_tokenizer_json();
+    missing_field.as_object_mut().unwrap().remove("model");
+    let err = TextTokenizer::from_bytes(name, missing_field.to_string().as_bytes())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("models/x/tokenizer.json:1:") && err.contains("model"),
+        "{err}"
+    );
+    // tokenizers loads a template that names an undefined special token, then
+    // panics in every encode; loading must report it instead.
+    for template in ["single", "pair"] {
+        let mut bad = small_tokenizer_json();
+        bad["post_processor"][template][0]["SpecialToken"]["id"] = json!("[BOS]");
+        assert_eq!(
+            TextTokenizer::from_bytes(name, bad.to_string().as_bytes())
+                .unwrap_err()
+                .to_string(),
+            "models/x/tokenizer.json: cannot load the tokenizer (the tokenizers crate \
+             panicked encoding a test text: no entry found for key)",
+            "{template}"
+        );
+    }
     let mut no_unk = small_tokenizer_json();
     no_unk["model"]["unk_token"] = json!("[NOPE]");
     let tok = TextTokenizer::from_bytes(name, no_unk.to_string().as_bytes()).unwrap();
