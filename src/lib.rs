@@ -3,8 +3,9 @@
 //! A model enters through [`onnx`] as an [`ir::Graph`], is rewritten by [`passes`],
 //! runs on a backend from [`exec`], leaves through [`onnx`] again and is checked in
 //! tract by [`verify`]. A GLoRA [`supernet`] ties these together: the adapted graph,
-//! its search space and its adapters, saved as a `NAME.glora/` directory. The `glora`
-//! binary's subcommands live in [`cli`].
+//! its search space and its adapters, saved as a `NAME.glora/` directory. Labelled
+//! examples (images, tokenised texts) and their batches come from [`data`]. The
+//! `glora` binary's subcommands live in [`cli`].
 
 pub mod bench;
 pub mod cli;
