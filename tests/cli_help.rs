@@ -184,12 +184,12 @@ fn train_search_and_pipeline_take_the_same_data_flags() {
 fn plan_of(args: &[&str]) -> DataPlan {
     let cli = Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
     match cli.command {
-        Sub::Train(a) => a.data.plan(),
-        Sub::Search(a) => a.data.plan(),
+        Sub::Train(a) => a.data.plan().unwrap(),
+        Sub::Search(a) => a.data.plan().unwrap(),
         Sub::Pipeline(a) => DataPlan {
             test_fraction: a.test_fraction,
             test_limit: a.test_limit,
-            ..a.data.plan()
+            ..a.data.plan().unwrap()
         },
         other => panic!("unexpected {other:?}"),
     }
@@ -221,6 +221,7 @@ fn the_data_flags_reach_the_data_plan() {
         k_shot: Some(4),
         limit: Some(100),
         test_limit: None,
+        ..DataPlan::default()
     };
     let with = |head: &[&'static str]| -> Vec<&'static str> {
         head.iter().chain(flags.iter()).copied().collect()

@@ -111,6 +111,8 @@ pub struct TrainArgs {
     /// model's pooler where it has one).
     #[arg(long, default_value_t = 100)]
     pub classes: usize,
+    #[command(flatten)]
+    pub head: common::HeadFlags,
     /// Image side in pixels; a model that declares another size is re-declared to this
     /// one before simplification (see `glora compile --image-size`; default: the
     /// model's declared size, required when it has none).
@@ -478,7 +480,7 @@ fn train(a: TrainArgs) -> anyhow::Result<ExitCode> {
     );
     sp.finish_and_clear();
     let mut net = net?;
-    net.attach_new_head(None, None, a.classes, a.seed)?;
+    net.attach_new_head(a.head.features.as_deref(), a.head.pool, a.classes, a.seed)?;
     let forward = net.with_head(net.graph.clone())?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(a.seed);
     let (layout, x) = random_batch(&net, &forward, &a, &mut rng)?;

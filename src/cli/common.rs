@@ -56,12 +56,44 @@ pub struct DeviceFlags {
 /// shrink that split too.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DataFlags {
-    /// The labelled images: a digits CSV (.csv/.csv.gz), a safetensors file with x and
-    /// y (or a folder with train.safetensors and test.safetensors), a folder of IDX
-    /// files, or a folder of class subfolders of images (with train/ and test/ inside
-    /// when the data comes split); for `search`, the data the supernet was trained on.
+    /// The labelled data. Images: a digits CSV (.csv/.csv.gz), a safetensors file with
+    /// x and y (or a folder with train.safetensors and test.safetensors), a folder of
+    /// IDX files, or a folder of class subfolders of images. Texts: a CSV whose header
+    /// names the text column, a TSV or a JSONL file, or a folder of class subfolders of
+    /// text files. Folders may hold train/ and test/ when the data comes split. For
+    /// `search`, the data the supernet was trained on.
     #[arg(long, value_name = "PATH")]
     pub data: PathBuf,
+    /// The test split, given apart from --data (same format and classes); without it
+    /// `pipeline` carves one off (--test-fraction).
+    #[arg(long, value_name = "PATH")]
+    pub test_data: Option<PathBuf>,
+    /// Text data: the column (CSV/TSV) or key (JSONL) holding the text.
+    #[arg(long, default_value = "text", value_name = "NAME")]
+    pub text_column: String,
+    /// Text data: the column holding the second text of a pair task (default: none).
+    #[arg(long, value_name = "NAME")]
+    pub text_pair_column: Option<String>,
+    /// Text data: the column holding the label (strings or integers).
+    #[arg(long, default_value = "label", value_name = "NAME")]
+    pub label_column: String,
+    /// Text folders: merge subfolders into classes by name pattern, first match wins,
+    /// e.g. 'easy-ham-*=ham,hard-ham-*=ham,spam-*=spam' (default: one class per
+    /// subfolder).
+    #[arg(long, value_name = "PATTERN=CLASS,...")]
+    pub class_map: Option<String>,
+    /// Text folders: only files with this extension are examples, e.g. txt (default:
+    /// every file but hidden ones).
+    #[arg(long, value_name = "EXT")]
+    pub file_extension: Option<String>,
+    /// Text data: the tokenizer.json, or the folder holding it (default: the model's
+    /// folder, or the folder of its ONNX file).
+    #[arg(long, value_name = "PATH")]
+    pub tokenizer: Option<PathBuf>,
+    /// Text data: tokens each text is cut to, special tokens included (default: the
+    /// smallest of the model's and the tokenizer's limits and 512).
+    #[arg(long, value_name = "TOKENS")]
+    pub max_length: Option<usize>,
     /// Fraction (0–1) of the training images held out for validation (0: none); use
     /// the same value for training and search.
     #[arg(long, default_value_t = 0.1, value_name = "FRACTION")]
@@ -91,8 +123,13 @@ pub struct DataFlags {
 
 impl DataFlags {
     /// The carve these flags ask for, with no test split (`pipeline` adds its own).
-    pub fn plan(&self) -> DataPlan {
-        DataPlan {
+    pub fn plan(&self) -> anyhow::Result<DataPlan> {
+        let class_map = self
+            .class_map
+            .as_deref()
+            .map(crate::data::ClassMap::parse)
+            .transpose()?;
+        Ok(DataPlan {
             image_size: self.image_size,
             imagenet_norm: self.imagenet_norm,
             val_fraction: self.val_fraction,
@@ -101,7 +138,21 @@ impl DataFlags {
             k_shot: self.k_shot,
             limit: self.limit,
             test_limit: None,
-        }
+            test_data: self.test_data.clone(),
+            text: crate::train::prepare::TextPlan {
+                columns: crate::data::TextColumns {
+                    text: self.text_column.clone(),
+                    pair: self.text_pair_column.clone(),
+                    label: self.label_column.clone(),
+                },
+                folder: crate::data::FolderOptions {
+                    class_map,
+                    extension: self.file_extension.clone(),
+                },
+                tokenizer: self.tokenizer.clone(),
+                max_length: self.max_length,
+            },
+        })
     }
 }
 
@@ -129,8 +180,9 @@ pub struct HeadFlags {
     /// model (default: the model's first output).
     #[arg(long, value_name = "OUTPUT_OR_NODE")]
     pub features: Option<String>,
-    /// Pooling over tokens before the head: cls (token 0), mean (over tokens) or none
-    /// (features are already [batch, dim]) (default: cls for [batch, tokens, dim]
+    /// Pooling over tokens before the head: cls (token 0; a text model's pooler where
+    /// it has one), mean (over the tokens; a text model's attended tokens only) or
+    /// none (features are already [batch, dim]) (default: cls for [batch, tokens, dim]
     /// features, none for [batch, dim]).
     #[arg(long, value_name = "cls|mean|none")]
     pub pool: Option<Pool>,

@@ -10,6 +10,7 @@ mod export;
 mod inspect;
 mod model;
 mod pipeline;
+mod predict;
 mod run;
 mod search;
 mod train;
@@ -59,6 +60,9 @@ pub enum Command {
     /// The whole job: compile, train, search (or a fixed method), export the merged
     /// ONNX, verify it in tract, test once and report; a rerun continues.
     Pipeline(pipeline::Args),
+    /// Classify texts with an exported model in tract: each label with its
+    /// probability.
+    Predict(predict::Args),
     /// Pre-train a small ViT on digits 0–4, adapt it few-shot to digits 5–9 with
     /// head-only, LoRA, GLoRA and full fine-tuning, and compare (no files or network
     /// needed).
@@ -81,6 +85,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Export(a) => export::run(a),
         Command::Verify(a) => verify::run(a),
         Command::Pipeline(a) => pipeline::run(a),
+        Command::Predict(a) => predict::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Bench(b) => bench::run(b),
     }

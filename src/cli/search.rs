@@ -126,7 +126,10 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     if a.data.val_fraction <= 0.0 {
         bail!("the search scores configs on a validation split; --val-fraction must be above 0");
     }
-    let data = prepare_data(&a.data.data, &net, &a.data.plan())?;
+    let data = prepare_data(&a.data.data, &net, &a.data.plan()?)?;
+    for w in &data.warnings {
+        eprintln!("warning: {w}");
+    }
     let val = data.val.with_context(|| {
         format!(
             "{}: no validation split was carved; raise --val-fraction",

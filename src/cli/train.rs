@@ -116,7 +116,8 @@ fn config_arg(net: &Supernet, arg: &str, rank: usize) -> anyhow::Result<ModelCon
     super::export::read_config(net, Path::new(arg))
 }
 
-fn ensure_head(net: &mut Supernet, a: &Args, classes: usize) -> anyhow::Result<()> {
+fn ensure_head(net: &mut Supernet, a: &Args, labels: &[String]) -> anyhow::Result<()> {
+    let classes = labels.len();
     if net.head.is_some() && !a.new_head {
         let h = &net.head.as_ref().map(|h| h.spec.clone());
         if let Some(spec) = h
@@ -135,6 +136,11 @@ fn ensure_head(net: &mut Supernet, a: &Args, classes: usize) -> anyhow::Result<(
         a.num_classes.unwrap_or(classes),
         a.seed,
     )?;
+    if let Some(h) = net.head.as_mut()
+        && h.spec.num_classes == classes
+    {
+        h.spec.labels = labels.to_vec();
+    }
     Ok(())
 }
 
@@ -183,9 +189,12 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let net = Supernet::load(&a.supernet);
     sp.finish_and_clear();
     let mut net = net?;
-    let data = prepare_data(&a.data.data, &net, &a.data.plan())?;
+    let data = prepare_data(&a.data.data, &net, &a.data.plan()?)?;
+    for w in &data.warnings {
+        eprintln!("warning: {w}");
+    }
     let (train, val) = (data.train, data.val);
-    ensure_head(&mut net, &a, train.num_classes)?;
+    ensure_head(&mut net, &a, &train.label_names)?;
     let rank = a.rank.unwrap_or(net.space.max_rank());
     let mode = match a.mode {
         Method::Supernet => Mode::Supernet,

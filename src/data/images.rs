@@ -489,7 +489,7 @@ impl Dataset {
     }
 }
 
-fn is_image_file(path: &Path) -> bool {
+pub(super) fn is_image_file(path: &Path) -> bool {
     path.is_file()
         && path
             .extension()

@@ -25,7 +25,7 @@ use std::path::PathBuf;
 pub use batch::{ATTENTION_MASK, INPUT_IDS, InputLayout, TOKEN_TYPE_IDS};
 pub use dataset::{Dataset, Features, Images, Tokens, numbered_labels};
 pub use labels::LabelSet;
-pub use open::{DataSplits, Preprocess, imagenet_stats, open_data};
+pub use open::{DataSplits, Preprocess, TextSource, imagenet_stats, open_data, open_test_data};
 pub use text::{ReadReport, TextData, TextDataError, TextRecord};
 use text::{is_blank, json_message, list_names};
 pub use text_folder::{ClassMap, FolderOptions, read_text_folder};

@@ -146,6 +146,26 @@ fn finish(
     })
 }
 
+/// The longest token sequence a checkpoint folder's position embeddings cover, read
+/// from its `config.json` alone; `None` for other models and configs without one.
+pub fn max_positions(model: &Path) -> Option<usize> {
+    if !is_checkpoint_dir(model) {
+        return None;
+    }
+    let cfg = HfConfig::read(model).ok()?;
+    let n = cfg.json.get("max_position_embeddings")?.as_u64()? as usize;
+    if bert::MODEL_TYPES[1..].contains(&cfg.model_type.as_str()) {
+        // RoBERTa's positions start after the padding index.
+        let pad = cfg
+            .json
+            .get("pad_token_id")
+            .and_then(|v| v.as_u64())
+            .unwrap_or(1) as usize;
+        return Some(n.saturating_sub(pad + 1));
+    }
+    Some(n)
+}
+
 /// Builds the model of a Hugging Face checkpoint folder from its `config.json` and
 /// safetensors weights.
 pub fn build_checkpoint(dir: &Path) -> Result<HfModel, ModelError> {

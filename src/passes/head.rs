@@ -72,6 +72,9 @@ pub struct HeadSpec {
     /// tokens averaged (a text model's `attention_mask`); `None` averages them all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mask: Option<String>,
+    /// The name of each class, in logit order, when the data named them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
 }
 
 /// The feature value a head on `g` reads by default: its first output.
@@ -126,6 +129,7 @@ pub fn plan_head(
         num_classes,
         dim,
         mask: None,
+        labels: Vec::new(),
     })
 }
 

@@ -103,6 +103,20 @@ pub fn pipeline_page(r: &PipelineReport, dir: &Path) -> String {
     }
     b.push_str("</table>\n");
 
+    if !r.confusion.is_empty() {
+        b.push_str("<h2>Test confusion matrix</h2>\n<table>\n");
+        let rows = super::report::confusion_rows(r);
+        for (i, cells) in rows.iter().enumerate() {
+            b.push_str("<tr>");
+            for (j, c) in cells.iter().enumerate() {
+                let tag = if i == 0 || j == 0 { "th" } else { "td" };
+                let _ = write!(b, "<{tag}>{}</{tag}>", esc(c));
+            }
+            b.push_str("</tr>\n");
+        }
+        b.push_str("</table>\n<p class=\"sub\">Rows are the true classes, columns the predicted ones.</p>\n");
+    }
+
     let figures: Vec<(String, &str)> = FIGURES
         .iter()
         .filter_map(|(stem, caption)| {

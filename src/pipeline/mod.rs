@@ -26,7 +26,7 @@ use crate::train::mode::{preset_config, uniform_config};
 use crate::train::optim::AdamWConfig;
 use crate::train::prepare::{DataPlan, PreparedData, prepare_data};
 use crate::train::schedule::{LrSchedule, Stepping, WarmupCosine};
-use crate::train::trainer::{RunFiles, TrainOptions, TrainSummary, evaluate};
+use crate::train::trainer::{RunFiles, TrainOptions, TrainSummary};
 use crate::train::{Method, Mode};
 
 pub use report::{PipelineReport, StageTime};
@@ -242,18 +242,35 @@ fn method_config(net: &Supernet, method: Method, rank: usize) -> ModelConfig {
     uniform_config(net.layer_names(), c)
 }
 
-/// Accuracy of the exported model on `data`, run by glora's executor from the file.
+/// The ONNX metadata key of a classifier's label names, as transformers' configs
+/// name the map.
+pub const ID2LABEL: &str = "id2label";
+
+/// `{"0": "ham", "1": "spam"}`: the label names by class index, as JSON.
+pub fn id2label(names: &[String]) -> String {
+    let map: serde_json::Map<String, serde_json::Value> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (i.to_string(), serde_json::Value::from(n.as_str())))
+        .collect();
+    serde_json::Value::Object(map).to_string()
+}
+
+/// Accuracy and confusion matrix of the exported model on `data`, run by glora's
+/// executor from the file.
 fn test_accuracy(
     model: &Path,
     data: &Dataset,
     batch: usize,
     device: &Device,
-) -> anyhow::Result<f32> {
+) -> anyhow::Result<(f32, Vec<Vec<usize>>)> {
     let g = crate::onnx::import_file(model)?;
     let layout = crate::train::trainer::layout_for(&g, &[data])?;
     let eval = crate::train::graph::build_eval_graph(&g, &layout.shapes(batch))?;
     let session = device.session(&eval)?;
-    Ok(evaluate(&session, &layout, data, batch)?.0)
+    let m = crate::train::trainer::confusion_matrix(&session, &layout, data, batch)?;
+    let correct: usize = (0..m.len()).map(|i| m[i][i]).sum();
+    Ok((correct as f32 / data.n.max(1) as f32, m))
 }
 
 /// The exported model in tract against glora's executor on the adapted supernet graph
@@ -308,6 +325,15 @@ pub fn run_pipeline(
         .is_file()
     {
         let net = Supernet::load(&paths.supernet)?;
+        let given = std::fs::canonicalize(model).with_context(|| model.display().to_string())?;
+        if net.base_path != given {
+            bail!(
+                "{}: this run was compiled from {}, not {}; use another output folder",
+                paths.supernet.display(),
+                net.base_path.display(),
+                given.display()
+            );
+        }
         let asked = opts.data.image_size.map(|s| [s, s]);
         if asked.is_some() && net.image_size != asked {
             bail!(
@@ -336,6 +362,9 @@ pub fn run_pipeline(
     lap("compile", &mut clock);
 
     let data = prepare_data(data_path, &net, &opts.data)?;
+    for w in &data.warnings {
+        eprintln!("warning: {w}");
+    }
     let Some(test) = data.test.clone() else {
         bail!(
             "{}: the data has no test split; give a folder with one or set a test fraction",
@@ -349,6 +378,9 @@ pub fn run_pipeline(
             data.train.num_classes,
             opts.train.seed,
         )?;
+        if let Some(h) = net.head.as_mut() {
+            h.spec.labels = data.train.label_names.clone();
+        }
     }
     let rank = net.space.max_rank();
     let method = opts.method;
@@ -428,7 +460,14 @@ pub fn run_pipeline(
     // Export, verify, evaluate.
     if !paths.model.is_file() {
         let g = net.merged(&config)?;
-        crate::onnx::export_file(&g, &paths.model, &crate::onnx::ExportOptions::default())?;
+        let opts = crate::onnx::ExportOptions {
+            metadata: vec![(ID2LABEL.to_string(), id2label(&data.train.label_names))],
+            ..Default::default()
+        };
+        crate::onnx::export_file(&g, &paths.model, &opts)?;
+    }
+    if matches!(data.train.features, crate::data::Features::Tokens(_)) {
+        copy_tokenizer(&opts.data.text, model, &paths.root)?;
     }
     lap("export", &mut clock);
     let verify_error = verify_in_tract(&net, &config, &paths.model, &test)?;
@@ -440,11 +479,11 @@ pub fn run_pipeline(
         );
     }
     lap("verify", &mut clock);
-    let test_acc = test_accuracy(&paths.model, &test, 64, &opts.device)?;
+    let (test_acc, confusion) = test_accuracy(&paths.model, &test, 64, &opts.device)?;
     lap("test", &mut clock);
 
     let merged = crate::onnx::import_file(&paths.model)?;
-    let base = crate::models::load_model(model)?;
+    let base = base_as_exported(model)?;
     let report = PipelineReport {
         model: model.display().to_string(),
         data: data_path.display().to_string(),
@@ -467,6 +506,8 @@ pub fn run_pipeline(
             .map(|s| s.best_accuracy as f32)
             .or(trained.val_accuracy),
         test_accuracy: test_acc,
+        labels: test.label_names.clone(),
+        confusion,
         tract_max_abs_error: verify_error,
         base_bytes: file_size(model),
         merged_bytes: file_size(&paths.model),
@@ -508,8 +549,62 @@ fn reused_stages(paths: &RunPaths, opts: &PipelineOptions) -> Vec<String> {
     .collect()
 }
 
+/// Puts the run's tokenizer (`tokenizer.json` and its `tokenizer_config.json`) beside
+/// the exported model, so that `glora predict RUN/model.onnx` finds it.
+fn copy_tokenizer(
+    plan: &crate::train::prepare::TextPlan,
+    model: &Path,
+    root: &Path,
+) -> anyhow::Result<()> {
+    let Some(tok) = crate::train::prepare::find_tokenizer(plan, model)? else {
+        return Ok(());
+    };
+    let from = tok.path().to_path_buf();
+    let config = from.with_file_name("tokenizer_config.json");
+    for (src, name) in [(from, "tokenizer.json"), (config, "tokenizer_config.json")] {
+        let dst = root.join(name);
+        if src.is_file() && src != dst {
+            let bytes = std::fs::read(&src).with_context(|| src.display().to_string())?;
+            crate::io::write_atomic(&dst, &bytes)?;
+        }
+    }
+    Ok(())
+}
+
+/// Bytes of a model: an ONNX file's, or a checkpoint folder's weights and config.
 fn file_size(p: &Path) -> u64 {
-    std::fs::metadata(p).map_or(0, |m| m.len())
+    if !p.is_dir() {
+        return std::fs::metadata(p).map_or(0, |m| m.len());
+    }
+    std::fs::read_dir(p)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n == "config.json" || n.ends_with(".safetensors")
+        })
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// The base model as an ONNX runtime would see it, so that its op histogram compares
+/// with the merged export's: an ONNX file as imported, a checkpoint folder as `glora
+/// convert` writes it (simplified, exported at the same opset, read back).
+fn base_as_exported(model: &Path) -> anyhow::Result<crate::ir::Graph> {
+    if !crate::models::is_checkpoint_dir(model) {
+        return Ok(crate::onnx::import_file(model)?);
+    }
+    let mut g = crate::models::load_model(model)?;
+    crate::passes::optimize(&mut g, &crate::exec::CpuBackend)?;
+    let proto = crate::onnx::export_model(&g, &crate::onnx::ExportOptions::default())?;
+    let bytes = prost::Message::encode_to_vec(&proto);
+    Ok(crate::onnx::import_bytes(
+        &bytes,
+        None,
+        &model.display().to_string(),
+    )?)
 }
 
 /// What the pipeline keeps of a search.

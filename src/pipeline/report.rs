@@ -48,6 +48,12 @@ pub struct PipelineReport {
     pub val_accuracy: Option<f32>,
     /// Accuracy of the exported model on the test split, measured once.
     pub test_accuracy: f32,
+    /// The class names, in label order.
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// Test examples by (true class, predicted class).
+    #[serde(default)]
+    pub confusion: Vec<Vec<usize>>,
     pub tract_max_abs_error: f64,
     pub base_bytes: u64,
     pub merged_bytes: u64,
@@ -335,6 +341,26 @@ pub fn op_rows(r: &PipelineReport) -> Vec<(&str, usize, usize)> {
 }
 
 /// The report as Markdown; figures found in `dir` are linked.
+/// The confusion matrix as table cells: a header row (`true \ predicted` and the
+/// label names), then one row per true class led by its name. Shared by report.md
+/// and report.html.
+pub fn confusion_rows(r: &PipelineReport) -> Vec<Vec<String>> {
+    let name = |i: usize| r.labels.get(i).cloned().unwrap_or_else(|| i.to_string());
+    let mut rows = vec![
+        std::iter::once("true \\ predicted".to_string())
+            .chain((0..r.confusion.len()).map(name))
+            .collect::<Vec<_>>(),
+    ];
+    for (i, counts) in r.confusion.iter().enumerate() {
+        rows.push(
+            std::iter::once(name(i))
+                .chain(counts.iter().map(usize::to_string))
+                .collect(),
+        );
+    }
+    rows
+}
+
 pub fn markdown(r: &PipelineReport, dir: &std::path::Path) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "# glora pipeline report\n");
@@ -357,6 +383,18 @@ pub fn markdown(r: &PipelineReport, dir: &std::path::Path) -> String {
     let _ = writeln!(s, "| op | base | merged |\n|---|---|---|");
     for (op, base, merged) in op_rows(r) {
         let _ = writeln!(s, "| {op} | {base} | {merged} |");
+    }
+    if !r.confusion.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n## Test confusion matrix\n\nRows are the true classes, columns the predicted ones.\n"
+        );
+        let rows = confusion_rows(r);
+        let _ = writeln!(s, "| {} |", rows[0].join(" | "));
+        let _ = writeln!(s, "|{}", "---|".repeat(rows[0].len()));
+        for row in &rows[1..] {
+            let _ = writeln!(s, "| {} |", row.join(" | "));
+        }
     }
     let figures: Vec<_> = super::html::FIGURES
         .iter()

@@ -3,11 +3,14 @@
 //! and shaped for the supernet's input. Training, search and the pipeline all carve
 //! through here, so that validation examples are never trained on.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use crate::data::{Dataset, Preprocess, imagenet_stats, open_data};
+use crate::data::{
+    Dataset, Features, FolderOptions, Preprocess, TextColumns, TextSource, TextTokenizer,
+    imagenet_stats, open_data, open_test_data,
+};
 use crate::supernet::Supernet;
 
 /// How a run carves and shapes its data.
@@ -30,6 +33,65 @@ pub struct DataPlan {
     pub limit: Option<usize>,
     /// Keep at most N test samples (class-stratified).
     pub test_limit: Option<usize>,
+    /// The test split, given apart from the training data (instead of carving one).
+    pub test_data: Option<PathBuf>,
+    /// How text data is read and tokenised.
+    pub text: TextPlan,
+}
+
+/// How a run reads and tokenises text data.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TextPlan {
+    pub columns: TextColumns,
+    pub folder: FolderOptions,
+    /// The folder (or file) of the `tokenizer.json` (default: the model's folder).
+    pub tokenizer: Option<PathBuf>,
+    /// Tokens a text is cut to, special tokens included (default: the model's
+    /// limit, at most 512).
+    pub max_length: Option<usize>,
+}
+
+/// The longest text a run feeds by default.
+const DEFAULT_MAX_LENGTH: usize = 512;
+
+/// The tokenizer a run uses: `--tokenizer`, else the one in the model's folder (or
+/// beside its ONNX file); `None` when there is none.
+pub fn find_tokenizer(plan: &TextPlan, model: &Path) -> anyhow::Result<Option<TextTokenizer>> {
+    if let Some(t) = &plan.tokenizer {
+        let tok = if t.is_dir() {
+            TextTokenizer::from_dir(t)?
+        } else {
+            TextTokenizer::from_file(t)?
+        };
+        return Ok(Some(tok));
+    }
+    let dir = if model.is_dir() {
+        model.to_path_buf()
+    } else {
+        model.parent().map(Path::to_path_buf).unwrap_or_default()
+    };
+    if dir.join("tokenizer.json").is_file() {
+        return Ok(Some(TextTokenizer::from_dir(&dir)?));
+    }
+    Ok(None)
+}
+
+/// The length texts are cut to: `--max-length`, else the smallest of the tokenizer's
+/// and the model's limits and 512.
+pub fn max_length(plan: &TextPlan, tokenizer: Option<&TextTokenizer>, model: &Path) -> usize {
+    if let Some(m) = plan.max_length {
+        return m;
+    }
+    let model_limit = crate::models::max_positions(model);
+    [
+        Some(DEFAULT_MAX_LENGTH),
+        tokenizer.and_then(TextTokenizer::model_max_length),
+        model_limit,
+    ]
+    .into_iter()
+    .flatten()
+    .min()
+    .unwrap_or(DEFAULT_MAX_LENGTH)
 }
 
 impl Default for DataPlan {
@@ -43,6 +105,8 @@ impl Default for DataPlan {
             k_shot: None,
             limit: None,
             test_limit: None,
+            test_data: None,
+            text: TextPlan::default(),
         }
     }
 }
@@ -53,16 +117,31 @@ pub struct PreparedData {
     pub train: Dataset,
     pub val: Option<Dataset>,
     pub test: Option<Dataset>,
+    /// What reading skipped, counted, for the user to see.
+    pub warnings: Vec<String>,
 }
 
 /// Opens `path`, shapes the images for `net`'s input and carves the validation split
 /// and the training subset as `plan` says.
 pub fn prepare_data(path: &Path, net: &Supernet, plan: &DataPlan) -> anyhow::Result<PreparedData> {
-    let splits = open_data(path)?;
+    let tokenizer = find_tokenizer(&plan.text, &net.base_path)?;
+    let text = TextSource {
+        columns: &plan.text.columns,
+        folder: &plan.text.folder,
+        tokenizer: tokenizer.as_ref(),
+        max_length: max_length(&plan.text, tokenizer.as_ref(), &net.base_path),
+    };
+    let splits = open_data(path, &text)?;
+    let mut warnings = splits.warnings;
     // Every carve picks by label only, so it runs on the stored images and only what
     // is kept is resized: resizing all of a large dataset first can take gigabytes.
     let mut all = splits.train;
     let mut test = splits.test;
+    if let Some(t) = &plan.test_data {
+        let (given, w) = open_test_data(t, &all, &text)?;
+        warnings.extend(w);
+        test = Some(given);
+    }
     if test.is_none() && plan.test_fraction > 0.0 {
         // A different stream from the validation carve's, so the two are independent.
         let (rest, carved) = all
@@ -103,6 +182,14 @@ pub fn prepare_data(path: &Path, net: &Supernet, plan: &DataPlan) -> anyhow::Res
         (Some(t), Some(n)) => Some(keep_at_most(t, n, plan.split_seed)?),
         (t, _) => t,
     };
+    if !matches!(train.features, Features::Images(_)) {
+        return Ok(PreparedData {
+            train,
+            val,
+            test,
+            warnings,
+        });
+    }
     let [c, h, w] = net.image_dims();
     let size = match (plan.image_size, h, w) {
         (Some(s), _, _) => Some((s, s)),
@@ -118,6 +205,7 @@ pub fn prepare_data(path: &Path, net: &Supernet, plan: &DataPlan) -> anyhow::Res
         train: prep.apply(&train)?,
         val: val.map(|v| prep.apply(&v)).transpose()?,
         test: test.map(|t| prep.apply(&t)).transpose()?,
+        warnings,
     })
 }
 

@@ -185,6 +185,40 @@ pub fn evaluate(
     Ok(((correct / n) as f32, (loss_sum / n) as f32))
 }
 
+/// Counts of (true class, predicted class) over `data`: row `t`, column `p` holds the
+/// examples of class `t` the model gives the largest logit to class `p`.
+pub fn confusion_matrix(
+    session: &DeviceSession,
+    layout: &InputLayout,
+    data: &Dataset,
+    batch: usize,
+) -> anyhow::Result<Vec<Vec<usize>>> {
+    let classes = data.num_classes;
+    let mut m = vec![vec![0usize; classes]; classes];
+    let mut start = 0;
+    while start < data.n {
+        let end = (start + batch).min(data.n);
+        let mut idx: Vec<usize> = (start..end).collect();
+        let real = idx.len();
+        idx.resize(batch, start);
+        let (x, _, labels) = gather_batch(layout, data, &idx)?;
+        let logits = session.run(&x)?[0].to_f32_vec();
+        let k = logits.len() / batch;
+        if k < classes {
+            bail!("the model gives {k} logits per sample but the data has {classes} classes");
+        }
+        for (row, &t) in logits.chunks_exact(k).zip(&labels).take(real) {
+            let p = row[..classes]
+                .iter()
+                .enumerate()
+                .fold(0, |best, (j, v)| if *v > row[best] { j } else { best });
+            m[t][p] += 1;
+        }
+        start = end;
+    }
+    Ok(m)
+}
+
 /// Appends JSON lines to the metrics file.
 struct Metrics {
     file: std::fs::File,
