@@ -14,7 +14,10 @@ use serde::Deserialize;
 use super::ModelError;
 use super::attention::{multi_head, padding_bias};
 use super::builder::{GraphBuilder, Scope};
-use super::hf_config::{Activation, HfConfig, default_init_range, default_layer_norm_eps};
+use super::hf_config::{
+    Activation, HfConfig, d2, d12, d512, d768, d3072, default_init_range, default_layer_norm_eps,
+    gelu,
+};
 use super::{BuiltModel, token_input};
 use crate::ir::{BinaryOp, DType, Op, Port, Tensor, UnaryOp};
 
@@ -42,25 +45,6 @@ pub struct BertConfig {
     pub position_embedding_type: Option<String>,
     #[serde(default = "default_init_range")]
     pub initializer_range: f64,
-}
-
-fn d2() -> usize {
-    2
-}
-fn d12() -> usize {
-    12
-}
-fn d512() -> usize {
-    512
-}
-fn d768() -> usize {
-    768
-}
-fn d3072() -> usize {
-    3072
-}
-fn gelu() -> String {
-    "gelu".into()
 }
 
 /// The `model_type`s this file builds.

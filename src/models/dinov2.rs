@@ -12,10 +12,9 @@ use serde::Deserialize;
 
 use super::BuiltModel;
 use super::ModelError;
-use super::attention::multi_head;
 use super::builder::{GraphBuilder, Scope};
-use super::hf_config::{Activation, HfConfig, default_init_range};
-use super::hf_vit::{PatchGeometry, check_geometry, patch_tokens, pixel_input};
+use super::hf_config::{Activation, HfConfig, d3, d12, d768, default_init_range, gelu, yes};
+use super::hf_vit::{PatchGeometry, attention, check_geometry, patch_tokens, pixel_input};
 use super::weights::Init;
 use crate::ir::{Op, Port, Tensor};
 
@@ -49,14 +48,8 @@ pub struct Dinov2Config {
     pub initializer_range: f64,
 }
 
-fn d3() -> usize {
-    3
-}
 fn d4() -> f64 {
     4.0
-}
-fn d12() -> usize {
-    12
 }
 fn d14() -> usize {
     14
@@ -64,20 +57,11 @@ fn d14() -> usize {
 fn d224() -> usize {
     224
 }
-fn d768() -> usize {
-    768
-}
 fn eps() -> f64 {
     1e-6
 }
 fn one() -> f64 {
     1.0
-}
-fn gelu() -> String {
-    "gelu".into()
-}
-fn yes() -> bool {
-    true
 }
 
 pub const MODEL_TYPES: [&str; 1] = ["dinov2"];
@@ -154,17 +138,14 @@ fn layer(
 ) -> Result<Port, ModelError> {
     let (h, std, eps) = (c.hidden_size, c.initializer_range, c.layer_norm_eps as f32);
     let normed = s.pp("norm1").layer_norm(x, h, eps)?;
-    let mut att = s.pp("attention");
-    let ctx = {
-        let mut sa = att.pp("attention");
-        let q = sa.pp("query").linear(normed, h, h, c.qkv_bias, std)?;
-        let k = sa.pp("key").linear(normed, h, h, c.qkv_bias, std)?;
-        let v = sa.pp("value").linear(normed, h, h, c.qkv_bias, std)?;
-        let heads = c.num_attention_heads;
-        multi_head(&mut sa, q, k, v, heads, h / heads, None)
-    };
-    let y = att.pp("output").pp("dense").linear(ctx, h, h, true, std)?;
-    drop(att);
+    let y = attention(
+        &mut s.pp("attention"),
+        normed,
+        h,
+        c.num_attention_heads,
+        c.qkv_bias,
+        std,
+    )?;
     let y = layer_scale(&mut s.pp("layer_scale1"), c, y)?;
     let x = s.add(y, x);
     let normed = s.pp("norm2").layer_norm(x, h, eps)?;

@@ -11,7 +11,9 @@ use serde::Deserialize;
 use super::ModelError;
 use super::attention::{multi_head, padding_bias};
 use super::builder::{GraphBuilder, Scope};
-use super::hf_config::{Activation, HfConfig, default_init_range};
+use super::hf_config::{
+    Activation, HfConfig, d6, d12, d512, d768, d3072, default_init_range, gelu,
+};
 use super::weights::Init;
 use super::{BuiltModel, token_input};
 use crate::ir::{Op, Port, Tensor};
@@ -36,25 +38,6 @@ pub struct DistilBertConfig {
     pub max_position_embeddings: usize,
     #[serde(default = "default_init_range")]
     pub initializer_range: f64,
-}
-
-fn d6() -> usize {
-    6
-}
-fn d12() -> usize {
-    12
-}
-fn d512() -> usize {
-    512
-}
-fn d768() -> usize {
-    768
-}
-fn d3072() -> usize {
-    3072
-}
-fn gelu() -> String {
-    "gelu".into()
 }
 
 pub const MODEL_TYPES: [&str; 1] = ["distilbert"];

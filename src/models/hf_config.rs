@@ -149,6 +149,35 @@ impl Activation {
     }
 }
 
+// Defaults of `config.json` keys, named by value, for serde's `default = "…"`.
+pub fn d2() -> usize {
+    2
+}
+pub fn d3() -> usize {
+    3
+}
+pub fn d6() -> usize {
+    6
+}
+pub fn d12() -> usize {
+    12
+}
+pub fn d512() -> usize {
+    512
+}
+pub fn d768() -> usize {
+    768
+}
+pub fn d3072() -> usize {
+    3072
+}
+pub fn gelu() -> String {
+    "gelu".into()
+}
+pub fn yes() -> bool {
+    true
+}
+
 pub fn default_init_range() -> f64 {
     0.02
 }

@@ -14,7 +14,10 @@ use super::BuiltModel;
 use super::ModelError;
 use super::attention::multi_head;
 use super::builder::{GraphBuilder, Scope};
-use super::hf_config::{Activation, HfConfig, default_init_range, default_layer_norm_eps};
+use super::hf_config::{
+    Activation, HfConfig, d3, d12, d768, d3072, default_init_range, default_layer_norm_eps, gelu,
+    yes,
+};
 use super::weights::Init;
 use crate::ir::{ConvAttrs, DType, Dim, Op, Port, Shape, Tensor, TensorType, UnaryOp};
 
@@ -44,29 +47,11 @@ pub struct VitConfig {
     pub initializer_range: f64,
 }
 
-fn d3() -> usize {
-    3
-}
-fn d12() -> usize {
-    12
-}
 fn d16() -> usize {
     16
 }
 fn d224() -> usize {
     224
-}
-fn d768() -> usize {
-    768
-}
-fn d3072() -> usize {
-    3072
-}
-fn gelu() -> String {
-    "gelu".into()
-}
-fn yes() -> bool {
-    true
 }
 
 pub const MODEL_TYPES: [&str; 2] = ["vit", "deit"];
@@ -222,6 +207,28 @@ pub fn build(hf: &HfConfig, b: &mut GraphBuilder<'_>) -> Result<BuiltModel, Mode
     })
 }
 
+/// `attention.{query,key,value}` and `attention.output.dense` of a ViT-like layer
+/// (scope `attention`) on the normalised tokens `x` `[batch, tokens, hidden]`.
+pub fn attention(
+    s: &mut Scope<'_, '_>,
+    x: Port,
+    hidden: usize,
+    heads: usize,
+    qkv_bias: bool,
+    std: f64,
+) -> Result<Port, ModelError> {
+    let ctx = {
+        let mut sa = s.pp("attention");
+        let q = sa.pp("query").linear(x, hidden, hidden, qkv_bias, std)?;
+        let k = sa.pp("key").linear(x, hidden, hidden, qkv_bias, std)?;
+        let v = sa.pp("value").linear(x, hidden, hidden, qkv_bias, std)?;
+        multi_head(&mut sa, q, k, v, heads, hidden / heads, None)
+    };
+    s.pp("output")
+        .pp("dense")
+        .linear(ctx, hidden, hidden, true, std)
+}
+
 fn layer(
     s: &mut Scope<'_, '_>,
     c: &VitConfig,
@@ -230,17 +237,14 @@ fn layer(
 ) -> Result<Port, ModelError> {
     let (h, std, eps) = (c.hidden_size, c.initializer_range, c.layer_norm_eps as f32);
     let normed = s.pp("layernorm_before").layer_norm(x, h, eps)?;
-    let mut att = s.pp("attention");
-    let ctx = {
-        let mut sa = att.pp("attention");
-        let q = sa.pp("query").linear(normed, h, h, c.qkv_bias, std)?;
-        let k = sa.pp("key").linear(normed, h, h, c.qkv_bias, std)?;
-        let v = sa.pp("value").linear(normed, h, h, c.qkv_bias, std)?;
-        let heads = c.num_attention_heads;
-        multi_head(&mut sa, q, k, v, heads, h / heads, None)
-    };
-    let y = att.pp("output").pp("dense").linear(ctx, h, h, true, std)?;
-    drop(att);
+    let y = attention(
+        &mut s.pp("attention"),
+        normed,
+        h,
+        c.num_attention_heads,
+        c.qkv_bias,
+        std,
+    )?;
     let x = s.add(y, x);
     let normed = s.pp("layernorm_after").layer_norm(x, h, eps)?;
     let mut inter = s.pp("intermediate");
