@@ -211,3 +211,75 @@ fn bad_text_inputs_are_one_line_naming_file_and_line() {
         assert_one_line_error(&run(v), &["compiled from"]);
     }
 }
+
+/// The step-by-step commands on a JSONL file with other column names: compile, train
+/// (masked-mean head), export, predict; the export names the labels training saw.
+#[test]
+fn jsonl_through_compile_train_export_and_predict() {
+    let Some(model) = fixture("models/all-minilm-l6-v2") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("reviews.jsonl");
+    let mut s = String::new();
+    for k in 0..24usize {
+        let (word, label) = if k.is_multiple_of(2) {
+            (GOOD[k / 2 % GOOD.len()], "pos")
+        } else {
+            (BAD[k / 2 % BAD.len()], "neg")
+        };
+        let _ = writeln!(
+            s,
+            "{{\"review\": \"The film was {word}.\", \"stars\": \"{label}\"}}"
+        );
+    }
+    std::fs::write(&data, s).unwrap();
+    let net = dir.path().join("m.glora");
+    glora_ok(&[
+        "compile",
+        path_str(&model),
+        "--targets",
+        "query,value",
+        "-o",
+        path_str(&net),
+    ]);
+    let cols = [
+        "--text-column",
+        "review",
+        "--label-column",
+        "stars",
+        "--max-length",
+        "16",
+    ];
+    let mut train = vec![
+        "train",
+        path_str(&net),
+        "--data",
+        path_str(&data),
+        "--epochs",
+        "1",
+    ];
+    train.extend(["--batch", "8", "--pool", "mean", "--mode", "lora"]);
+    train.extend(cols);
+    let out = glora_ok(&train);
+    assert!(out.contains("texts"), "{out}");
+    let onnx = dir.path().join("m.onnx");
+    glora_ok(&["export", path_str(&net), "-o", path_str(&onnx)]);
+    let labels = glora::verify::exported_labels(&onnx).unwrap().unwrap();
+    assert_eq!(labels, ["neg", "pos"]);
+    let p = glora_ok(&[
+        "predict",
+        path_str(&onnx),
+        "--tokenizer",
+        path_str(&model),
+        "--text",
+        "The film was lovely.",
+        "--text",
+        "The film was awful.",
+    ]);
+    assert_eq!(p.lines().count(), 2, "{p}");
+    assert!(
+        p.lines().all(|l| l.contains("neg ") && l.contains("pos ")),
+        "{p}"
+    );
+}

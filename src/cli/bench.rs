@@ -113,6 +113,15 @@ pub struct TrainArgs {
     pub classes: usize,
     #[command(flatten)]
     pub head: common::HeadFlags,
+    /// What each step trains: supernet (a random config per layer per step), or one
+    /// fixed method's config on every layer: lora (B as LoRA at --rank), ssf or
+    /// bitfit.
+    #[arg(
+        long,
+        default_value = "supernet",
+        value_name = "supernet|lora|ssf|bitfit"
+    )]
+    pub mode: crate::train::Method,
     /// Image side in pixels; a model that declares another size is re-declared to this
     /// one before simplification (see `glora compile --image-size`; default: the
     /// model's declared size, required when it has none).
@@ -495,14 +504,36 @@ fn train(a: TrainArgs) -> anyhow::Result<ExitCode> {
         ..AdamWConfig::default()
     });
     let device = a.device.open()?;
+    let fixed = match a.mode {
+        crate::train::Method::Supernet => None,
+        m => {
+            let c = crate::train::mode::preset_config(m, a.rank).ok_or_else(|| {
+                anyhow::anyhow!("--mode {m}: bench train takes supernet, lora, ssf or bitfit")
+            })?;
+            Some(crate::train::mode::uniform_config(net.layer_names(), c))
+        }
+    };
+    // A fixed config trains only the adapter tensors it reads, and the head.
+    let trainable = match &fixed {
+        Some(c) => {
+            net.config_params(c)?
+                + tg.params
+                    .iter()
+                    .filter(|(n, _)| n.starts_with("glora_head."))
+                    .map(|(_, t)| t.numel())
+                    .sum::<usize>()
+        }
+        None => trainable,
+    };
     let mut stepper = Stepper::new(tg, optimizer, adapter_index(&net), &device)?;
     let y: Vec<i64> = (0..a.batch)
         .map(|_| rng.random_range(0..a.classes as i64))
         .collect();
     let y = crate::ir::Tensor::from_i64(vec![a.batch], y)?;
     println!(
-        "model {}  device {}  batch {}  {}  threads {threads}  adapted layers {}  trainable {}",
+        "model {}  mode {}  device {}  batch {}  {}  threads {threads}  adapted layers {}  trainable {}",
         a.model.display(),
+        a.mode,
         device.describe(),
         a.batch,
         layout.describe(),
@@ -516,7 +547,10 @@ fn train(a: TrainArgs) -> anyhow::Result<ExitCode> {
         if a.profile && step == warmup + 1 {
             stepper.session.set_profiling(true);
         }
-        let config = net.random_config(a.seed.wrapping_add(step));
+        let config = match &fixed {
+            Some(c) => c.clone(),
+            None => net.random_config(a.seed.wrapping_add(step)),
+        };
         stepper.step(x.clone(), y.clone(), Some(&config), 1e-4, step)?;
         Ok(())
     })?;

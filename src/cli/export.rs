@@ -86,8 +86,21 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     sp.finish_and_clear();
     let g = g?;
 
+    // A head trained on named classes carries their names into the export.
+    let metadata = net
+        .head
+        .as_ref()
+        .filter(|h| !h.spec.labels.is_empty())
+        .map(|h| {
+            vec![(
+                crate::pipeline::ID2LABEL.to_string(),
+                crate::pipeline::id2label(&h.spec.labels),
+            )]
+        })
+        .unwrap_or_default();
     let opts = crate::onnx::ExportOptions {
         opset: a.opset,
+        metadata,
         ..Default::default()
     };
     let sp = common::spinner(format!("writing {}", a.output.display()));
