@@ -151,15 +151,16 @@ pub fn forward_graph(net: &Supernet, mode: &Mode) -> anyhow::Result<Graph> {
     }
 }
 
-/// Accuracy and mean loss of the forward graph on `data`, in batches of `batch` (the
-/// last one padded with copies of its first sample, which are not counted).
-pub fn evaluate(
+/// Runs the forward graph over `data` in batches of `batch` (the last one padded with
+/// copies of its first example, which are not counted) and hands `f` each batch's
+/// logits rows of the real examples, the logits per row, and their labels.
+fn for_each_batch(
     session: &DeviceSession,
     layout: &InputLayout,
     data: &Dataset,
     batch: usize,
-) -> anyhow::Result<(f32, f32)> {
-    let (mut correct, mut loss_sum) = (0.0f64, 0.0f64);
+    mut f: impl FnMut(&[f32], usize, &[usize]) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let classes = data.num_classes;
     let mut start = 0;
     while start < data.n {
@@ -168,19 +169,33 @@ pub fn evaluate(
         let real = idx.len();
         idx.resize(batch, start);
         let (x, _, labels) = gather_batch(layout, data, &idx)?;
-        let out = session.run(&x)?;
-        let logits = out[0].to_f32_vec();
+        let logits = session.run(&x)?[0].to_f32_vec();
         let k = logits.len() / batch;
         if k < classes {
             bail!("the model gives {k} logits per sample but the data has {classes} classes");
         }
-        let rows = &logits[..real * k];
-        let acc = accuracy(rows, real, k, &labels[..real])?;
-        let ce = softmax_cross_entropy(rows, real, k, &labels[..real], 0.0)?;
-        correct += f64::from(acc) * real as f64;
-        loss_sum += f64::from(ce.loss) * real as f64;
+        f(&logits[..real * k], k, &labels[..real])?;
         start = end;
     }
+    Ok(())
+}
+
+/// Accuracy and mean loss of the forward graph on `data`, in batches of `batch`.
+pub fn evaluate(
+    session: &DeviceSession,
+    layout: &InputLayout,
+    data: &Dataset,
+    batch: usize,
+) -> anyhow::Result<(f32, f32)> {
+    let (mut correct, mut loss_sum) = (0.0f64, 0.0f64);
+    for_each_batch(session, layout, data, batch, |rows, k, labels| {
+        let real = labels.len();
+        let acc = accuracy(rows, real, k, labels)?;
+        let ce = softmax_cross_entropy(rows, real, k, labels, 0.0)?;
+        correct += f64::from(acc) * real as f64;
+        loss_sum += f64::from(ce.loss) * real as f64;
+        Ok(())
+    })?;
     let n = data.n.max(1) as f64;
     Ok(((correct / n) as f32, (loss_sum / n) as f32))
 }
@@ -195,27 +210,16 @@ pub fn confusion_matrix(
 ) -> anyhow::Result<Vec<Vec<usize>>> {
     let classes = data.num_classes;
     let mut m = vec![vec![0usize; classes]; classes];
-    let mut start = 0;
-    while start < data.n {
-        let end = (start + batch).min(data.n);
-        let mut idx: Vec<usize> = (start..end).collect();
-        let real = idx.len();
-        idx.resize(batch, start);
-        let (x, _, labels) = gather_batch(layout, data, &idx)?;
-        let logits = session.run(&x)?[0].to_f32_vec();
-        let k = logits.len() / batch;
-        if k < classes {
-            bail!("the model gives {k} logits per sample but the data has {classes} classes");
-        }
-        for (row, &t) in logits.chunks_exact(k).zip(&labels).take(real) {
+    for_each_batch(session, layout, data, batch, |rows, k, labels| {
+        for (row, &t) in rows.chunks_exact(k).zip(labels) {
             let p = row[..classes]
                 .iter()
                 .enumerate()
                 .fold(0, |best, (j, v)| if *v > row[best] { j } else { best });
             m[t][p] += 1;
         }
-        start = end;
-    }
+        Ok(())
+    })?;
     Ok(m)
 }
 
