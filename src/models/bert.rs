@@ -148,7 +148,7 @@ fn embeddings(
             &[p.cfg.max_position_embeddings, h],
             super::weights::Init::Normal(std),
         )?;
-        first_rows(s, table, ids)
+        s.first_rows(table, ids)
     };
     let mut x = s.add(words, positions);
     let mut tt = s.pp("token_type_embeddings");
@@ -166,21 +166,6 @@ fn embeddings(
     };
     x = s.add(x, type_emb);
     s.pp("LayerNorm").layer_norm(x, h, p.eps)
-}
-
-/// Rows `0..sequence` of `table`, the sequence length read from `ids`.
-fn first_rows(s: &mut Scope<'_, '_>, table: Port, ids: Port) -> Port {
-    let len = s.op(
-        "Shape",
-        Op::Shape {
-            start: 1,
-            end: Some(2),
-        },
-        &[ids],
-    );
-    let zero = s.constant("start", Tensor::vec_i64(vec![0]));
-    let axis = s.constant("axes", Tensor::vec_i64(vec![0]));
-    s.op("Slice", Op::Slice, &[table, zero, len, axis])
 }
 
 /// RoBERTa's position embeddings: position `pad + k` for the k-th real token of a

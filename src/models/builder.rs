@@ -208,6 +208,22 @@ impl<'w> Scope<'_, 'w> {
         self.op("Gather", Op::Gather { axis }, &[x, i])
     }
 
+    /// Rows `0..sequence` of `table` (absolute position embeddings), the sequence
+    /// length read from axis 1 of `ids` at run time.
+    pub fn first_rows(&mut self, table: Port, ids: Port) -> Port {
+        let len = self.op(
+            "Shape",
+            Op::Shape {
+                start: 1,
+                end: Some(2),
+            },
+            &[ids],
+        );
+        let zero = self.constant("start", Tensor::vec_i64(vec![0]));
+        let axis = self.constant("axes", Tensor::vec_i64(vec![0]));
+        self.op("Slice", Op::Slice, &[table, zero, len, axis])
+    }
+
     /// A Hugging Face `nn.Linear` in this scope: `weight` `[d_out, d_in]` (PyTorch's
     /// layout), stored transposed as the `[d_in, d_out]` constant that `MatMul(x, W)`
     /// reads, and an optional `bias`. The value names keep the module's names.

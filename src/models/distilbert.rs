@@ -16,7 +16,7 @@ use super::hf_config::{
 };
 use super::weights::Init;
 use super::{BuiltModel, token_input};
-use crate::ir::{Op, Port, Tensor};
+use crate::ir::{Op, Port};
 
 /// DistilBERT's LayerNorm epsilon, fixed in transformers' code rather than the config.
 const EPS: f32 = 1e-12;
@@ -79,17 +79,7 @@ fn embeddings(s: &mut Scope<'_, '_>, c: &DistilBertConfig, ids: Port) -> Result<
         &[c.max_position_embeddings, c.dim],
         Init::Normal(std),
     )?;
-    let len = s.op(
-        "Shape",
-        Op::Shape {
-            start: 1,
-            end: Some(2),
-        },
-        &[ids],
-    );
-    let zero = s.constant("start", Tensor::vec_i64(vec![0]));
-    let axis = s.constant("axes", Tensor::vec_i64(vec![0]));
-    let positions = s.op("Slice", Op::Slice, &[table, zero, len, axis]);
+    let positions = s.first_rows(table, ids);
     let x = s.add(words, positions);
     s.pp("LayerNorm").layer_norm(x, c.dim, EPS)
 }
