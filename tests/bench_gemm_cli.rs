@@ -137,3 +137,40 @@ fn a_bad_shape_is_a_one_line_error() {
     assert!(err.contains("MxKxN"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// `GLORA_SIMD` caps the level the executor runs at, and the bench says which
+/// kernels ran: `base` keeps the `gemm` crate at any width, `avx2` (on a CPU that
+/// has it) runs our packed AVX2 product, as a CPU without AVX-512 does.
+#[test]
+fn glora_simd_chooses_the_kernels_the_bench_reports() {
+    let run = |level: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_glora"))
+            .env("GLORA_SIMD", level)
+            .args([
+                "bench", "gemm", "--shape", "64x48x80", "--iters", "1", "--warmup", "0",
+            ])
+            .output()
+            .unwrap();
+        let text = stdout(&out);
+        assert!(out.status.success(), "{text}\n{}", stderr(&out));
+        text.lines()
+            .find(|l| l.starts_with("vector width: "))
+            .unwrap_or_else(|| panic!("no vector width line: {text}"))
+            .to_string()
+    };
+    let base = run("base");
+    assert!(
+        base.contains("SSE2") && base.contains("gemm crate"),
+        "{base}"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        let avx2 = run("avx2");
+        assert!(
+            avx2.starts_with("vector width: 256-bit") && avx2.contains("glora packed"),
+            "{avx2}"
+        );
+    } else {
+        eprintln!("notice: this CPU has no AVX2 + FMA; GLORA_SIMD=avx2 is not tested");
+    }
+}

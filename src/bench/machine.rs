@@ -58,38 +58,30 @@ impl VectorWidth {
     }
 }
 
-/// Detects the vector width at run time: AVX-512F gives 512-bit, AVX2 with FMA
-/// 256-bit, anything else on x86 128-bit (SSE). Other architectures are not
-/// detected; 128-bit (NEON's width) is assumed and said so.
+/// The vector width the executor's matrix products use, with the level of its other
+/// loops (the widest the CPU has: AVX-512F, AVX2 with FMA, else SSE2; lowered by
+/// `GLORA_SIMD` where that is set) and the product kernel that runs. Other
+/// architectures are not detected; 128-bit (NEON's width) is assumed and said so.
 pub fn detect_vector_width() -> VectorWidth {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if is_x86_feature_detected!("avx512f") {
-            return VectorWidth {
-                bits: 512,
-                source: "AVX-512F detected at run time".into(),
-            };
-        }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            return VectorWidth {
-                bits: 256,
-                source: "AVX2+FMA detected at run time".into(),
-            };
-        }
-        VectorWidth {
-            bits: 128,
-            source: "neither AVX-512F nor AVX2+FMA detected: SSE".into(),
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        VectorWidth {
+    let k = crate::exec::cpu_kernels();
+    if cfg!(not(target_arch = "x86_64")) {
+        return VectorWidth {
             bits: 128,
             source: format!(
-                "not detected on {}: 128-bit assumed",
-                std::env::consts::ARCH
+                "not detected on {}: 128-bit assumed; products by the {}",
+                std::env::consts::ARCH,
+                k.products
             ),
-        }
+        };
+    }
+    let how = if k.capped {
+        format!("capped by {} on a wider CPU", crate::exec::SIMD_ENV)
+    } else {
+        "detected at run time".into()
+    };
+    VectorWidth {
+        bits: k.product_bits,
+        source: format!("{} {how}; products by the {}", k.level, k.products),
     }
 }
 

@@ -17,7 +17,7 @@ pub(crate) mod shapes;
 mod tests;
 
 pub use cpu::products::{MatrixProduct, PreparedProduct, ProductKind};
-pub use cpu::{CpuBackend, CpuValue};
+pub use cpu::{CpuBackend, CpuKernels, CpuValue, SIMD_ENV, cpu_kernels};
 pub use cuda::{CudaBackend, CudaOptions, CudaValue};
 pub use device::{Device, DeviceSession, DeviceSpec};
 pub use plan::{Plan, Step};

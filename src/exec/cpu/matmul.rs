@@ -1,6 +1,8 @@
 //! MatMul (numpy semantics: 1-D promotion, broadcast batch dimensions) and Gemm.
-//! Float products go straight to the `gemm` crate (AVX-512 kernels) reading both
-//! operands through their strides, so transposed views need no copy. A batch whose
+//! Float products go to our packed AVX2 product (`sgemm`) on CPUs whose widest
+//! level is AVX2 (all but the thin ones), else to the `gemm` crate (its AVX-512
+//! kernels), both reading the operands through their strides, so transposed views
+//! need no copy. A batch whose
 //! right operand is shared is folded into one tall product; other batches (the
 //! attention products) run one single-threaded product per batch entry across the
 //! rayon pool, which beats parallelising each small product. Integer products use a
@@ -12,6 +14,7 @@ use rayon::prelude::*;
 use crate::exec::shapes::{self, MatMulShape};
 use crate::ir::GemmAttrs;
 
+use super::sgemm;
 use super::strided::{Strided, map1};
 use super::value::{CpuValue, OpError, OpResult, bail};
 
@@ -82,7 +85,25 @@ pub(crate) fn gemm_into(
         }
         return Ok(());
     }
-    let par = if parallel && m * n * k >= PAR_MIN_FLOPS {
+    let parallel = parallel && m * n * k >= PAR_MIN_FLOPS;
+    let at = |v: &MatRef<'_>| (v.data.as_ptr().wrapping_offset(v.offset), v.rs, v.cs);
+    if sgemm::enabled() && sgemm::suits(m, n) {
+        // SAFETY: `enabled` checked the CPU; `fits` checked that every element of
+        // both operands lies inside its buffer; `dst` is m·n and m, n, k are non-zero.
+        unsafe {
+            sgemm::gemm(
+                dst,
+                (m, n, k),
+                at(&a),
+                at(&b),
+                prod_scale,
+                dst_scale,
+                parallel,
+            )
+        };
+        return Ok(());
+    }
+    let par = if parallel {
         Parallelism::Rayon(0)
     } else {
         Parallelism::None

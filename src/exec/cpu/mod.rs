@@ -16,6 +16,7 @@ mod norm;
 pub mod products;
 mod reduce;
 mod resize;
+mod sgemm;
 mod shape_ops;
 mod simd;
 mod strided;
@@ -32,6 +33,50 @@ use value::{OpError, OpResult, bail};
 /// Computes on the host CPU with candle-core tensors and rayon.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CpuBackend;
+
+/// What the CPU kernels run on this machine, for benches and reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuKernels {
+    /// The vector level the loops use: `AVX-512`, `AVX2` or `SSE2`.
+    pub level: &'static str,
+    /// Its vector width in bits.
+    pub bits: usize,
+    /// Whether `GLORA_SIMD` lowered the level below what the CPU has.
+    pub capped: bool,
+    /// Which implementation runs the f32 matrix products.
+    pub products: &'static str,
+    /// The vector width the products use: the `gemm` crate picks its own kernels
+    /// from the CPU's features whatever the cap.
+    pub product_bits: usize,
+}
+
+/// The level and product kernels chosen at run time ([`simd::SIMD_ENV`] caps them).
+pub fn cpu_kernels() -> CpuKernels {
+    let bits_of = |level| match level {
+        simd::Level::Avx512 => 512,
+        simd::Level::Avx2 => 256,
+        simd::Level::Base => 128,
+    };
+    let level = simd::level();
+    let ours = sgemm::enabled();
+    CpuKernels {
+        level: match level {
+            simd::Level::Avx512 => "AVX-512",
+            simd::Level::Avx2 => "AVX2",
+            simd::Level::Base => "SSE2",
+        },
+        bits: bits_of(level),
+        capped: simd::capped(),
+        products: if ours {
+            "glora packed 6×16 AVX2+FMA kernel (thin products: the gemm crate)"
+        } else {
+            "gemm crate (its widest kernels for this CPU)"
+        },
+        product_bits: if ours { 256 } else { bits_of(simd::detected()) },
+    }
+}
+
+pub use simd::SIMD_ENV;
 
 impl Backend for CpuBackend {
     type Value = CpuValue;

@@ -7,15 +7,41 @@
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU8, Ordering};
 
-/// The instruction sets a loop may use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The instruction sets a loop may use, narrowest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Level {
     Base,
     Avx2,
     Avx512,
 }
 
-/// The widest level this CPU supports, detected once.
+/// The environment variable that caps the level: `avx2` runs on an AVX-512 CPU
+/// what a CPU without AVX-512 runs, `base` what one without AVX2 runs.
+pub const SIMD_ENV: &str = "GLORA_SIMD";
+
+/// The cap `GLORA_SIMD` sets, if it names one; anything else is ignored (and said
+/// once on stderr) rather than failing a run over a tuning knob.
+fn cap_from_env() -> Option<Level> {
+    let v = std::env::var(SIMD_ENV).ok()?;
+    parse_cap(&v).unwrap_or_else(|other| {
+        eprintln!("warning: {SIMD_ENV}={other} is not one of base, avx2, avx512; ignored");
+        None
+    })
+}
+
+/// A `GLORA_SIMD` value as a cap (`None` for empty), or the value back when it
+/// names no level.
+fn parse_cap(v: &str) -> Result<Option<Level>, String> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "" => Ok(None),
+        "base" | "sse2" => Ok(Some(Level::Base)),
+        "avx2" => Ok(Some(Level::Avx2)),
+        "avx512" | "avx-512" => Ok(Some(Level::Avx512)),
+        _ => Err(v.trim().to_string()),
+    }
+}
+
+/// The widest level this CPU supports, capped by `GLORA_SIMD`, detected once.
 pub(crate) fn level() -> Level {
     static LEVEL: AtomicU8 = AtomicU8::new(0);
     match LEVEL.load(Ordering::Relaxed) {
@@ -23,7 +49,8 @@ pub(crate) fn level() -> Level {
         2 => Level::Avx2,
         3 => Level::Avx512,
         _ => {
-            let l = detect();
+            let detected = detect();
+            let l = cap_from_env().map_or(detected, |cap| cap.min(detected));
             LEVEL.store(
                 match l {
                     Level::Base => 1,
@@ -35,6 +62,16 @@ pub(crate) fn level() -> Level {
             l
         }
     }
+}
+
+/// Whether `GLORA_SIMD` set the level below what the CPU has.
+pub(crate) fn capped() -> bool {
+    level() < detect()
+}
+
+/// The widest level the CPU has, whatever `GLORA_SIMD` says.
+pub(crate) fn detected() -> Level {
+    detect()
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -134,6 +171,16 @@ multiversion! {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn simd_env_values_name_a_cap_or_are_refused() {
+        assert_eq!(parse_cap(""), Ok(None));
+        assert_eq!(parse_cap(" AVX2 "), Ok(Some(Level::Avx2)));
+        assert_eq!(parse_cap("sse2"), Ok(Some(Level::Base)));
+        assert_eq!(parse_cap("avx-512"), Ok(Some(Level::Avx512)));
+        assert_eq!(parse_cap("neon"), Err("neon".to_string()));
+        assert!(Level::Base < Level::Avx2 && Level::Avx2 < Level::Avx512);
+    }
 
     #[test]
     fn every_level_computes_the_same_bits() {
