@@ -10,6 +10,8 @@
 //! computed for a `none` term. Inputs are the node's eleven slots (x, W0, b0?, Ad,
 //! Au, Bd, Bu, Cd, Cu, D, E); the output is `[..., d_out]`.
 
+use rayon::prelude::*;
+
 use crate::exec::shapes::{GloraOperands, check_glora_operands};
 use crate::glora::{AbOption, COption, DeOption, LayerConfig};
 use crate::ir::{DType, GemmAttrs, GloraLinearAttrs, WeightLayout};
@@ -311,20 +313,24 @@ fn add_b_lora(y: &mut [f32], x: &[f32], ad: &Adapters, r: usize, dims: Dims) -> 
 
 /// `y += b·Σx` per row, `b` the B vector (`Bd[:, 0]`) or constant (`Bd[0, 0]`).
 fn add_b_sum(y: &mut [f32], x: &[f32], option: AbOption, ad: &Adapters, dims: Dims) {
-    for (row, xs) in y
-        .chunks_exact_mut(dims.d_out)
-        .zip(x.chunks_exact(dims.d_in))
-    {
-        let sum = xs.iter().map(|&v| v as f64).sum::<f64>() as f32;
-        for (i, y) in row.iter_mut().enumerate() {
-            let b = match option {
-                AbOption::Vector => ad.bd[i * ad.rank],
-                _ => ad.bd[0],
-            };
-            *y += b * sum;
-        }
-    }
+    y.par_chunks_exact_mut(dims.d_out)
+        .zip(x.par_chunks_exact(dims.d_in))
+        .with_min_len(ROWS_PER_TASK)
+        .for_each(|(row, xs)| {
+            let sum = xs.iter().map(|&v| v as f64).sum::<f64>() as f32;
+            for (i, y) in row.iter_mut().enumerate() {
+                let b = match option {
+                    AbOption::Vector => ad.bd[i * ad.rank],
+                    _ => ad.bd[0],
+                };
+                *y += b * sum;
+            }
+        });
 }
+
+/// Rows of `[n, d_out]` per rayon task in the row-wise passes over a layer's
+/// output: enough to amortise a task, few enough to share a batch's rows.
+const ROWS_PER_TASK: usize = 64;
 
 /// Runs one GLoRA layer under `config`.
 pub(crate) fn glora_linear(
@@ -402,9 +408,9 @@ fn forward(
     }
     // The MatMul pattern adds its bias after the product, as the base layer's Add does.
     if let (WeightLayout::InOut, Some(bias)) = (a.layout, &bias) {
-        for row in y.chunks_exact_mut(a.d_out) {
-            row.iter_mut().zip(bias).for_each(|(y, b)| *y += b);
-        }
+        y.par_chunks_exact_mut(a.d_out)
+            .with_min_len(ROWS_PER_TASK)
+            .for_each(|row| row.iter_mut().zip(bias).for_each(|(y, b)| *y += b));
     }
     CpuValue::from_f32(y, &out_dims, DType::F32)
 }

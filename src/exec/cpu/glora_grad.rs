@@ -715,7 +715,12 @@ fn input_gradient(
 fn add_b_sum_input_grad(layer: &Layer, option: AbOption, dx: &mut [f32]) {
     let Dims { d_in, d_out, .. } = layer.dims;
     let rank = layer.ad.rank;
-    for (dx_row, dy_row) in dx.chunks_exact_mut(d_in).zip(layer.dy.chunks_exact(d_out)) {
+    use rayon::prelude::*;
+    let rows = dx
+        .par_chunks_exact_mut(d_in)
+        .zip(layer.dy.par_chunks_exact(d_out))
+        .with_min_len(64);
+    rows.for_each(|(dx_row, dy_row)| {
         let shift: f64 = match option {
             AbOption::Vector => dy_row
                 .iter()
@@ -726,7 +731,7 @@ fn add_b_sum_input_grad(layer: &Layer, option: AbOption, dx: &mut [f32]) {
         };
         let shift = shift as f32;
         dx_row.iter_mut().for_each(|d| *d += shift);
-    }
+    });
 }
 
 #[cfg(test)]
