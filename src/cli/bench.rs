@@ -29,7 +29,9 @@ pub enum Bench {
     /// inputs. Exits 1 when any case is outside the tolerance.
     Parity(ParityArgs),
     /// Matrix-product rate (GFLOP/s) of our CPU kernels on a model's training-step
-    /// shapes or on given shapes, beside the CPU's theoretical peak.
+    /// shapes or on given shapes, beside the CPU's theoretical peak. Prints which
+    /// kernels ran: on an AVX-512 CPU, GLORA_SIMD=avx2 runs what a CPU without
+    /// AVX-512 runs (GLORA_SIMD=base: SSE2 loops, products by the gemm crate).
     Gemm(GemmArgs),
 }
 

@@ -399,12 +399,18 @@ fn forward(
         }
     };
     if config.b != AbOption::None {
-        let x = ins.x.contiguous_vec::<f32>()?;
-        match config.b {
-            AbOption::Lora(r) => add_b_lora(&mut y, &x, ad, r, dims)?,
-            AbOption::Vector | AbOption::Constant => add_b_sum(&mut y, &x, config.b, ad, dims),
-            AbOption::None => {}
-        }
+        // x is read in place when contiguous, as it usually is.
+        ins.x.read_f32(|xv| {
+            let x = xv.to_contiguous();
+            match config.b {
+                AbOption::Lora(r) => add_b_lora(&mut y, &x, ad, r, dims),
+                AbOption::Vector | AbOption::Constant => {
+                    add_b_sum(&mut y, &x, config.b, ad, dims);
+                    Ok(())
+                }
+                AbOption::None => Ok(()),
+            }
+        })?;
     }
     // The MatMul pattern adds its bias after the product, as the base layer's Add does.
     if let (WeightLayout::InOut, Some(bias)) = (a.layout, &bias) {
