@@ -647,7 +647,7 @@ fn input_gradient(
 ) -> OpResult<Vec<f32>> {
     let Dims { d_in, d_out, .. } = layer.dims;
     let n = layer.n;
-    let mut dx = vec![0f32; n * d_in];
+    let mut dx = super::alloc::zeroed(n * d_in);
     let mut scale = 1.0;
     let scaled_w0;
     let adapted;

@@ -240,7 +240,7 @@ fn folded_row_stride<T: Copy>(v: &Strided<'_, T>) -> Option<isize> {
 fn batched_f32(a: &Strided<'_, f32>, b: &Strided<'_, f32>, s: &MatMulShape) -> OpResult<Vec<f32>> {
     let (m, k, n) = (s.m, s.k, s.n);
     let nb: usize = s.batch.iter().product();
-    let mut out = vec![0f32; nb * m * n];
+    let mut out = super::alloc::zeroed(nb * m * n);
     if out.is_empty() {
         return Ok(out);
     }
