@@ -330,7 +330,7 @@ fn add_b_sum(y: &mut [f32], x: &[f32], option: AbOption, ad: &Adapters, dims: Di
 
 /// Rows of `[n, d_out]` per rayon task in the row-wise passes over a layer's
 /// output: enough to amortise a task, few enough to share a batch's rows.
-const ROWS_PER_TASK: usize = 64;
+pub(crate) const ROWS_PER_TASK: usize = 64;
 
 /// Runs one GLoRA layer under `config`.
 pub(crate) fn glora_linear(

@@ -719,7 +719,7 @@ fn add_b_sum_input_grad(layer: &Layer, option: AbOption, dx: &mut [f32]) {
     let rows = dx
         .par_chunks_exact_mut(d_in)
         .zip(layer.dy.par_chunks_exact(d_out))
-        .with_min_len(64);
+        .with_min_len(super::glora::ROWS_PER_TASK);
     rows.for_each(|(dx_row, dy_row)| {
         let shift: f64 = match option {
             AbOption::Vector => dy_row

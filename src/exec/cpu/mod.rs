@@ -39,8 +39,6 @@ pub struct CpuBackend;
 pub struct CpuKernels {
     /// The vector level the loops use: `AVX-512`, `AVX2` or `SSE2`.
     pub level: &'static str,
-    /// Its vector width in bits.
-    pub bits: usize,
     /// Whether `GLORA_SIMD` lowered the level below what the CPU has.
     pub capped: bool,
     /// Which implementation runs the f32 matrix products.
@@ -52,27 +50,20 @@ pub struct CpuKernels {
 
 /// The level and product kernels chosen at run time ([`simd::SIMD_ENV`] caps them).
 pub fn cpu_kernels() -> CpuKernels {
-    let bits_of = |level| match level {
-        simd::Level::Avx512 => 512,
-        simd::Level::Avx2 => 256,
-        simd::Level::Base => 128,
-    };
-    let level = simd::level();
     let ours = sgemm::enabled();
     CpuKernels {
-        level: match level {
-            simd::Level::Avx512 => "AVX-512",
-            simd::Level::Avx2 => "AVX2",
-            simd::Level::Base => "SSE2",
-        },
-        bits: bits_of(level),
+        level: simd::level().name(),
         capped: simd::capped(),
         products: if ours {
             "glora packed 6×16 AVX2+FMA kernel (thin products: the gemm crate)"
         } else {
             "gemm crate (its widest kernels for this CPU)"
         },
-        product_bits: if ours { 256 } else { bits_of(simd::detected()) },
+        product_bits: if ours {
+            simd::Level::Avx2.bits()
+        } else {
+            simd::detect().bits()
+        },
     }
 }
 

@@ -15,6 +15,26 @@ pub(crate) enum Level {
     Avx512,
 }
 
+impl Level {
+    /// Its name in reports.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Level::Base => "SSE2",
+            Level::Avx2 => "AVX2",
+            Level::Avx512 => "AVX-512",
+        }
+    }
+
+    /// Its vector width in bits.
+    pub(crate) fn bits(self) -> usize {
+        match self {
+            Level::Base => 128,
+            Level::Avx2 => 256,
+            Level::Avx512 => 512,
+        }
+    }
+}
+
 /// The environment variable that caps the level: `avx2` runs on an AVX-512 CPU
 /// what a CPU without AVX-512 runs, `base` what one without AVX2 runs.
 pub const SIMD_ENV: &str = "GLORA_SIMD";
@@ -70,12 +90,8 @@ pub(crate) fn capped() -> bool {
 }
 
 /// The widest level the CPU has, whatever `GLORA_SIMD` says.
-pub(crate) fn detected() -> Level {
-    detect()
-}
-
 #[cfg(target_arch = "x86_64")]
-fn detect() -> Level {
+pub(crate) fn detect() -> Level {
     use std::arch::is_x86_feature_detected as has;
     if has!("avx512f")
         && has!("avx512vl")
@@ -93,7 +109,7 @@ fn detect() -> Level {
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-fn detect() -> Level {
+pub(crate) fn detect() -> Level {
     Level::Base
 }
 

@@ -50,12 +50,7 @@ pub(crate) fn suits(m: usize, n: usize) -> bool {
 /// Whether this CPU can run the kernel at all (AVX-512 CPUs can), for tests.
 #[cfg(test)]
 fn runnable() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
+    cfg!(target_arch = "x86_64") && simd::detect() >= Level::Avx2
 }
 
 thread_local! {
