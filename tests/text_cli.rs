@@ -23,16 +23,22 @@ const BAD: [&str; 6] = [
     "terrible", "awful", "dreadful", "horrible", "boring", "painful",
 ];
 
+/// The word of review `k` and whether it is positive: even reviews are good.
+fn review_word(k: usize) -> (&'static str, bool) {
+    if k.is_multiple_of(2) {
+        (GOOD[k / 2 % GOOD.len()], true)
+    } else {
+        (BAD[k / 2 % BAD.len()], false)
+    }
+}
+
 /// A CSV of `n` short reviews, alternating positive and negative, with string labels.
 fn reviews(path: &Path, n: usize, offset: usize) {
     let mut s = String::from("id,text,label\n");
     for i in 0..n {
         let k = i + offset;
-        let (word, label) = if k.is_multiple_of(2) {
-            (GOOD[k / 2 % GOOD.len()], "positive")
-        } else {
-            (BAD[k / 2 % BAD.len()], "negative")
-        };
+        let (word, good) = review_word(k);
+        let label = if good { "positive" } else { "negative" };
         let _ = writeln!(
             s,
             "{k},\"The film was {word}, truly {word} (review {k}).\",{label}"
@@ -223,11 +229,8 @@ fn jsonl_through_compile_train_export_and_predict() {
     let data = dir.path().join("reviews.jsonl");
     let mut s = String::new();
     for k in 0..24usize {
-        let (word, label) = if k.is_multiple_of(2) {
-            (GOOD[k / 2 % GOOD.len()], "pos")
-        } else {
-            (BAD[k / 2 % BAD.len()], "neg")
-        };
+        let (word, good) = review_word(k);
+        let label = if good { "pos" } else { "neg" };
         let _ = writeln!(
             s,
             "{{\"review\": \"The film was {word}.\", \"stars\": \"{label}\"}}"
