@@ -29,6 +29,10 @@ fn references() -> Option<&'static Path> {
         if minilm.is_dir() {
             cmd.arg("--minilm").arg(&minilm);
         }
+        let smollm = fixtures_dir().join("models/smollm2-135m-instruct");
+        if smollm.join(".complete").is_file() {
+            cmd.arg("--smollm").arg(&smollm);
+        }
         let o = cmd.output().expect("python runs");
         assert!(o.status.success(), "{}", stderr(&o));
         Some(dir)
@@ -129,25 +133,42 @@ fn layer_names(g: &glora::ir::Graph) -> Vec<String> {
         .collect()
 }
 
+/// `{prefix}.{i}.{module}` for each module of each of two layers.
+fn two_layers(prefix: &str, modules: &[&str]) -> Vec<String> {
+    (0..2)
+        .flat_map(|i| modules.iter().map(move |m| format!("{prefix}.{i}.{m}")))
+        .collect()
+}
+
 /// The module paths of BERT's linear layers, written out for two layers.
 fn bert_layers(pooler: bool) -> Vec<String> {
-    let mut v = Vec::new();
-    for i in 0..2 {
-        for m in [
+    let mut v = two_layers(
+        "encoder.layer",
+        &[
             "attention.self.query",
             "attention.self.key",
             "attention.self.value",
             "attention.output.dense",
             "intermediate.dense",
             "output.dense",
-        ] {
-            v.push(format!("encoder.layer.{i}.{m}"));
-        }
-    }
+        ],
+    );
     if pooler {
         v.push("pooler.dense".into());
     }
     v
+}
+
+/// The graph's linear layers are exactly `want`, in any order.
+fn assert_layers(g: &glora::ir::Graph, mut want: Vec<String>) {
+    let mut names = layer_names(g);
+    names.sort();
+    want.sort();
+    assert_eq!(names, want);
+}
+
+fn input_names(g: &glora::ir::Graph) -> Vec<&str> {
+    g.inputs.iter().map(|&i| g.node(i).name.as_str()).collect()
 }
 
 #[test]
@@ -155,18 +176,11 @@ fn bert_equals_transformers_and_names_layers_by_module_path() {
     let Some(m) = check_family("bert", 2) else {
         return;
     };
-    let mut names = layer_names(&m.graph);
-    let mut want = bert_layers(true);
-    names.sort();
-    want.sort();
-    assert_eq!(names, want);
-    let inputs: Vec<&str> = m
-        .graph
-        .inputs
-        .iter()
-        .map(|&i| m.graph.node(i).name.as_str())
-        .collect();
-    assert_eq!(inputs, ["input_ids", "attention_mask", "token_type_ids"]);
+    assert_layers(&m.graph, bert_layers(true));
+    assert_eq!(
+        input_names(&m.graph),
+        ["input_ids", "attention_mask", "token_type_ids"]
+    );
     assert_eq!(m.max_positions, Some(64));
 }
 
@@ -192,13 +206,7 @@ fn roberta_family_equals_transformers() {
     let Some(m) = check_family("roberta", 2) else {
         return;
     };
-    let inputs: Vec<&str> = m
-        .graph
-        .inputs
-        .iter()
-        .map(|&i| m.graph.node(i).name.as_str())
-        .collect();
-    assert_eq!(inputs, ["input_ids", "attention_mask"]);
+    assert_eq!(input_names(&m.graph), ["input_ids", "attention_mask"]);
     // 66 positions, of which pad_token_id + 1 = 2 are never used by a real token.
     assert_eq!(m.max_positions, Some(64));
     check_family("xlm-roberta", 2);
@@ -244,6 +252,85 @@ fn minilm_fixture_equals_transformers() {
         36
     );
     assert_eq!(m.max_positions, Some(512));
+}
+
+/// The module paths of a two-layer decoder's linear layers, the head last.
+fn decoder_layers() -> Vec<String> {
+    let mut v = two_layers(
+        "model.layers",
+        &[
+            "self_attn.q_proj",
+            "self_attn.k_proj",
+            "self_attn.v_proj",
+            "self_attn.o_proj",
+            "mlp.gate_proj",
+            "mlp.up_proj",
+            "mlp.down_proj",
+        ],
+    );
+    v.push("lm_head".into());
+    v
+}
+
+/// LLaMA with grouped-query attention and a tied head; with biases, an explicit
+/// head_dim and one key/value head; linear and Llama 3 RoPE scaling. Three rows each:
+/// full, right-padded and left-padded.
+#[test]
+fn llama_decoders_equal_transformers() {
+    let Some(m) = check_family("llama", 1) else {
+        return;
+    };
+    assert_layers(&m.graph, decoder_layers());
+    assert_eq!(input_names(&m.graph), ["input_ids", "attention_mask"]);
+    assert_eq!(m.max_positions, Some(64));
+    check_family("llama-bias-headdim", 1);
+    check_family("llama-linear-rope", 1);
+    check_family("llama3-rope", 1);
+}
+
+/// Mistral's sliding window on every layer, Qwen2's q/k/v biases and a window on
+/// the layers `layer_types` marks, both windows shorter than the inputs.
+#[test]
+fn mistral_and_qwen2_equal_transformers() {
+    check_family("mistral", 1);
+    check_family("qwen2", 1);
+}
+
+/// The real SmolLM2-135M-Instruct folder (made from the GGUF fixture by
+/// `make_hf_llm.py`): a chat prompt and a padded sentence give transformers' logits.
+#[test]
+fn smollm2_fixture_equals_transformers() {
+    let Some(refs) = references() else { return };
+    let Some(dir) = fixture("models/smollm2-135m-instruct/.complete") else {
+        return;
+    };
+    let dir = dir.parent().unwrap();
+    let refs = reference(&refs.join("smollm"));
+    let m = glora::models::build_checkpoint(dir).unwrap();
+    let get = |n: &str| refs.iter().find(|(r, _)| r == n).unwrap().1.clone();
+    let inputs = vec![
+        ("input_ids".to_string(), get("input_ids")),
+        ("attention_mask".to_string(), get("attention_mask")),
+    ];
+    let ours = &glora::exec::run_cpu(&m.graph, &inputs).unwrap()[0];
+    let (torch, exact) = (get("logits"), get("logits_f64"));
+    // Both sides round in f32 through thirty layers (transformers is itself about
+    // 1e-4 from its f64 result on logits near 40), so the bound is on the distance
+    // from exact, relative to transformers' own, and on the two f32 results apart.
+    let torch_err = max_diff(&torch, &exact);
+    let our_err = max_diff(ours, &exact);
+    let apart = max_diff(ours, &torch);
+    println!(
+        "smollm2 logits: ours−f64 {our_err:.2e}, transformers−f64 {torch_err:.2e}, apart {apart:.2e}"
+    );
+    assert!(
+        our_err <= (2.0 * torch_err).max(TOLERANCE),
+        "ours {our_err} from f64, transformers {torch_err}"
+    );
+    assert!(apart <= 3.0 * TOLERANCE, "{apart}");
+    let names = layer_names(&m.graph);
+    assert_eq!(names.len(), 30 * 7 + 1, "{names:?}");
+    assert_eq!(m.max_positions, Some(8192));
 }
 
 /// Folders that are not checkpoints glora can build: one line naming the file and key.

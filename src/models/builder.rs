@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use super::ModelError;
 use super::weights::{Init, WeightSource};
-use crate::ir::{BinaryOp, DType, Graph, Op, Port, Tensor, TensorType, UnaryOp};
+use crate::ir::{BinaryOp, DType, Graph, Op, Port, ReduceOp, Tensor, TensorType, UnaryOp};
 
 /// A graph under construction with its weight source.
 pub struct GraphBuilder<'w> {
@@ -103,6 +103,13 @@ impl<'w> Scope<'_, 'w> {
         let name = self.name(leaf);
         let t = self.b.weights.tensor(&name, shape, init)?;
         Ok(Port::new(self.b.g.add_const(name, t), 0))
+    }
+
+    /// A weight already fetched (by [`Scope::weight_tensor`]) as the `Const` node of
+    /// its full name.
+    pub fn weight_node(&mut self, leaf: &str, t: Tensor) -> Port {
+        let name = self.name(leaf);
+        Port::new(self.b.g.add_const(name, t), 0)
     }
 
     /// The raw tensor of weight `leaf`, for builders that reshape it before use.
@@ -236,7 +243,15 @@ impl<'w> Scope<'_, 'w> {
         init_std: f64,
     ) -> Result<Port, ModelError> {
         let w = self.weight_tensor("weight", &[d_out, d_in], Init::Normal(init_std))?;
-        let wt = transpose_2d(&w);
+        self.linear_of(x, &w, bias)
+    }
+
+    /// A linear layer in this scope whose `[d_out, d_in]` weight was fetched
+    /// elsewhere (a language model head tied to the token embeddings); its constant is
+    /// still named `{scope}.weight`, so the layer keeps its module path.
+    pub fn linear_of(&mut self, x: Port, w: &Tensor, bias: bool) -> Result<Port, ModelError> {
+        let (d_out, d_in) = (w.shape()[0], w.shape()[1]);
+        let wt = transpose_2d(w);
         let name = self.name("weight");
         let wt = Tensor::from_f32(vec![d_in, d_out], wt).map_err(|source| ModelError::Tensor {
             name: name.clone(),
@@ -260,6 +275,30 @@ impl<'w> Scope<'_, 'w> {
             Op::LayerNorm { axis: -1, epsilon },
             &[x, scale, shift],
         ))
+    }
+
+    /// RMSNorm over the last axis (LLaMA's, T5's): `x / sqrt(mean(x²) + ε) · weight`,
+    /// `weight` in this scope. Composed of plain ops, so every runtime and the
+    /// autodiff pass take it as it is.
+    pub fn rms_norm(&mut self, x: Port, dim: usize, epsilon: f32) -> Result<Port, ModelError> {
+        let scale = self.weight("weight", &[dim], Init::Ones)?;
+        let sq = self.mul(x, x);
+        let mean = self.op(
+            "ReduceMean",
+            Op::Reduce {
+                op: ReduceOp::Mean,
+                axes: Some(vec![-1]),
+                keepdims: true,
+                noop_with_empty_axes: false,
+            },
+            &[sq],
+        );
+        let eps = self.constant("epsilon", Tensor::scalar_f32(epsilon));
+        let var = self.add(mean, eps);
+        let rms = self.unary(UnaryOp::Sqrt, var);
+        let inv = self.unary(UnaryOp::Reciprocal, rms);
+        let normed = self.mul(x, inv);
+        Ok(self.mul(normed, scale))
     }
 
     /// `nn.Embedding` lookup: `weight` `[rows, dim]` gathered by `ids`.

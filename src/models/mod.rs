@@ -1,6 +1,6 @@
 //! Model front ends: IR graphs built from a model's description rather than imported
 //! from ONNX. A Hugging Face checkpoint folder (`config.json` + safetensors) is built
-//! by its family's file (`bert`, `distilbert`, `hf_vit`, `dinov2`) through the shared
+//! by its family's file (`bert`, `distilbert`, `hf_vit`, `dinov2`, `llama`) through the shared
 //! [`builder`] and a [`weights`] source; [`open`] picks the front end for whatever
 //! path a user gives (ONNX file or checkpoint folder). `vit` builds the plain,
 //! randomly initialised ViT our benchmarks compare with PyTorch on.
@@ -12,7 +12,9 @@ pub mod dinov2;
 pub mod distilbert;
 pub mod hf_config;
 pub mod hf_vit;
+pub mod llama;
 mod open;
+pub mod rotary;
 mod vit;
 pub mod weights;
 
@@ -81,7 +83,7 @@ struct Family {
     build: BuildFn,
 }
 
-const FAMILIES: [Family; 4] = [
+const FAMILIES: [Family; 5] = [
     Family {
         model_types: &bert::MODEL_TYPES,
         prefixes: &bert::PREFIXES,
@@ -101,6 +103,11 @@ const FAMILIES: [Family; 4] = [
         model_types: &dinov2::MODEL_TYPES,
         prefixes: &dinov2::PREFIXES,
         build: dinov2::build,
+    },
+    Family {
+        model_types: &llama::MODEL_TYPES,
+        prefixes: &llama::PREFIXES,
+        build: llama::build,
     },
 ];
 

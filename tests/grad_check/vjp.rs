@@ -698,3 +698,76 @@ fn shapes_must_be_known() {
     let err = autodiff(&mut g, Port::new(s, 0)).expect_err("symbolic batch");
     assert!(format!("{err:#}").contains("batch size"), "{err:#}");
 }
+
+/// A tiny decoder built by the LLaMA-family front end, its token inputs fixed (one
+/// row right-padded) and every weight trainable: the gradients through RMSNorm,
+/// rotary embeddings, grouped-query attention under the causal (and sliding-window)
+/// mask, SwiGLU and the tied or separate head, against f64 central differences.
+///
+/// Not left padding: a query that may see no key at all (a leading pad token) gets
+/// uniform weights because `score + f32::MIN` rounds to `f32::MIN` for every key, a
+/// constant that finite differences see as flat while softmax's rule does not.
+/// Training never asks for that gradient: the loss ignores padded positions, and no
+/// real token attends to one, so nothing flows back into such a row.
+fn decoder_case(config: &str, seed: u64) {
+    let json: serde_json::Value = serde_json::from_str(config).expect("config");
+    let model_type = json["model_type"].as_str().expect("model_type").to_string();
+    let cfg = glora::models::HfConfig {
+        path: "config.json".into(),
+        json,
+        model_type,
+    };
+    let mut g = glora::models::build_random(&cfg, seed)
+        .expect("decoder builds")
+        .graph;
+    let ids = Tensor::from_i64(vec![2, 4], vec![3, 7, 1, 9, 0, 5, 10, 2]).expect("ids");
+    let mask = Tensor::from_i64(vec![2, 4], vec![1, 1, 1, 1, 1, 1, 1, 0]).expect("mask");
+    for (id, t) in g.inputs.clone().into_iter().zip([ids, mask]) {
+        let node = g.node_mut(id);
+        node.outputs[0].ty = Some(TensorType::new(t.dtype(), t.ir_shape()));
+        node.op = Op::Const(t);
+    }
+    g.inputs.clear();
+    let weights: Vec<NodeIndex> = g
+        .node_ids()
+        .into_iter()
+        .filter(|&id| {
+            let n = g.node(id);
+            matches!(&n.op, Op::Const(t) if t.dtype() == DType::F32)
+                && (n.name.ends_with(".weight") || n.name.ends_with(".bias"))
+        })
+        .collect();
+    for id in weights {
+        let node = g.node_mut(id);
+        if let Op::Const(t) = &node.op {
+            node.op = Op::Param(t.clone());
+        }
+    }
+    let out = g.outputs[0];
+    let mut case = Case::new(seed);
+    case.g = g;
+    case.check(&[out]);
+}
+
+#[test]
+fn llama_decoder_with_gqa_biases_tied_head_and_scaled_rope() {
+    decoder_case(
+        r#"{"model_type": "llama", "vocab_size": 11, "hidden_size": 8, "num_hidden_layers": 1,
+            "num_attention_heads": 2, "num_key_value_heads": 1, "intermediate_size": 6,
+            "max_position_embeddings": 8, "tie_word_embeddings": true, "attention_bias": true,
+            "mlp_bias": true, "initializer_range": 0.5,
+            "rope_parameters": {"rope_type": "linear", "factor": 2.0, "rope_theta": 100.0}}"#,
+        1801,
+    );
+}
+
+#[test]
+fn mistral_decoder_with_sliding_window() {
+    decoder_case(
+        r#"{"model_type": "mistral", "vocab_size": 11, "hidden_size": 8, "num_hidden_layers": 1,
+            "num_attention_heads": 2, "num_key_value_heads": 2, "head_dim": 6,
+            "intermediate_size": 6, "max_position_embeddings": 8, "sliding_window": 2,
+            "initializer_range": 0.5}"#,
+        1802,
+    );
+}
