@@ -44,7 +44,8 @@ extern "C" __global__ void binary_same_f32(float* out, const float* a, const flo
     GL_FOR(i, n) { out[i] = gl_binary(op, a[i], b[i]); }
 }
 
-// op: 0 sqrt, 1 reciprocal, 2 neg, 3 abs, 4 exp, 5 log, 6 erf, 7 tanh, 8 relu, 9 sigmoid.
+// op: 0 sqrt, 1 reciprocal, 2 neg, 3 abs, 4 exp, 5 log, 6 erf, 7 tanh, 8 relu, 9 sigmoid,
+// 10 sin, 11 cos.
 extern "C" __global__ void unary_f32(float* out, const float* x, i64 n, int op) {
     GL_FOR(i, n) {
         float a = x[i];
@@ -59,6 +60,8 @@ extern "C" __global__ void unary_f32(float* out, const float* x, i64 n, int op) 
             case 6: r = erff(a); break;
             case 7: r = tanhf(a); break;
             case 8: r = a < 0.0f ? 0.0f : a; break;
+            case 10: r = sinf(a); break;
+            case 11: r = cosf(a); break;
             default: r = 1.0f / (1.0f + expf(-a)); break;
         }
         out[i] = r;

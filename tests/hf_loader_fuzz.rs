@@ -32,7 +32,8 @@ impl WeightSource for Recorder {
     }
 }
 
-const CONFIGS: [&str; 3] = [
+const CONFIGS: [&str; 4] = [
+    r#"{"model_type": "llama", "vocab_size": 50, "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 24, "max_position_embeddings": 20, "rope_parameters": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8, "rope_theta": 500.0}}"#,
     r#"{"model_type": "bert", "vocab_size": 50, "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 24, "max_position_embeddings": 20}"#,
     r#"{"model_type": "roberta", "vocab_size": 50, "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 24, "max_position_embeddings": 22, "type_vocab_size": 1, "pad_token_id": 1}"#,
     r#"{"model_type": "dinov2", "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "image_size": 16, "patch_size": 8, "mlp_ratio": 2}"#,
@@ -49,6 +50,7 @@ fn write_checkpoint(dir: &Path, config: &str) {
     let mut b = GraphBuilder::new("fuzz", &mut rec);
     match cfg.model_type.as_str() {
         "dinov2" => glora::models::dinov2::build(&cfg, &mut b).unwrap(),
+        "llama" => glora::models::llama::build(&cfg, &mut b).unwrap(),
         _ => glora::models::bert::build(&cfg, &mut b).unwrap(),
     };
     drop(b);

@@ -41,6 +41,8 @@ const REQUIRED_OPS: &[&str] = &[
     "Tanh",
     "Relu",
     "Sigmoid",
+    "Sin",
+    "Cos",
     "Clip",
     "Softmax",
     "LayerNormalization",

@@ -33,11 +33,13 @@ pub enum UnaryOp {
     Tanh,
     Relu,
     Sigmoid,
+    Sin,
+    Cos,
 }
 
 impl UnaryOp {
     /// Every unary op, in declaration order.
-    pub const ALL: [UnaryOp; 10] = [
+    pub const ALL: [UnaryOp; 12] = [
         UnaryOp::Sqrt,
         UnaryOp::Reciprocal,
         UnaryOp::Neg,
@@ -48,6 +50,8 @@ impl UnaryOp {
         UnaryOp::Tanh,
         UnaryOp::Relu,
         UnaryOp::Sigmoid,
+        UnaryOp::Sin,
+        UnaryOp::Cos,
     ];
 }
 
@@ -346,6 +350,8 @@ impl Op {
                 UnaryOp::Tanh => "Tanh",
                 UnaryOp::Relu => "Relu",
                 UnaryOp::Sigmoid => "Sigmoid",
+                UnaryOp::Sin => "Sin",
+                UnaryOp::Cos => "Cos",
             },
             Op::Clip => "Clip",
             Op::Softmax { .. } => "Softmax",
@@ -418,6 +424,8 @@ mod tests {
             UnaryOp::Tanh => 7,
             UnaryOp::Relu => 8,
             UnaryOp::Sigmoid => 9,
+            UnaryOp::Sin => 10,
+            UnaryOp::Cos => 11,
         };
         for (i, op) in UnaryOp::ALL.into_iter().enumerate() {
             assert_eq!(position(op), i, "{op:?}");

@@ -18,7 +18,7 @@ use super::hf_config::{Activation, HfConfig, default_init_range};
 use super::rotary::Rope;
 use super::weights::Init;
 use super::{BuiltModel, ModelError, token_input};
-use crate::ir::{BinaryOp, DType, Op, Port, Tensor};
+use crate::ir::{BinaryOp, DType, Op, Port, Tensor, UnaryOp};
 
 /// The `model_type`s this file builds.
 pub const MODEL_TYPES: [&str; 3] = ["llama", "mistral", "qwen2"];
@@ -95,8 +95,7 @@ struct Plan {
     eps: f32,
     biases: Biases,
     rope: Rope,
-    /// Per layer: the sliding window it attends within, `None` for full attention.
-    windows: Vec<Option<usize>>,
+    windows: Windows,
 }
 
 impl Plan {
@@ -185,11 +184,34 @@ impl Plan {
     }
 }
 
-/// The attention window of each layer: Mistral's `sliding_window` on every layer;
-/// Qwen2's on the layers `layer_types` marks `sliding_attention` (by default those
-/// from `max_window_layers` on, when `use_sliding_window`); none for LLaMA.
-fn layer_windows(hf: &HfConfig, cfg: &LlamaConfig) -> Result<Vec<Option<usize>>, ModelError> {
-    let n = cfg.num_hidden_layers;
+/// Which layers attend within a sliding window, and how wide it is.
+#[derive(Clone, Debug, PartialEq)]
+enum Windows {
+    /// Every layer the same: Mistral's `sliding_window` (or none: LLaMA).
+    All(Option<usize>),
+    /// Qwen2 without `layer_types`: the layers from `from` on, when
+    /// `use_sliding_window`.
+    From { from: usize, window: usize },
+    /// Qwen2's `layer_types`, one entry per layer.
+    PerLayer(Vec<Option<usize>>),
+}
+
+impl Windows {
+    /// The window of layer `i`, `None` for full attention.
+    fn of(&self, i: usize) -> Option<usize> {
+        match self {
+            Windows::All(w) => *w,
+            Windows::From { from, window } => (i >= *from).then_some(*window),
+            Windows::PerLayer(v) => v[i],
+        }
+    }
+}
+
+/// The attention windows: Mistral's `sliding_window` on every layer; Qwen2's on the
+/// layers `layer_types` marks `sliding_attention` (by default those from
+/// `max_window_layers` on, when `use_sliding_window`); none for LLaMA. Nothing here
+/// is sized by `num_hidden_layers`, which the weights have yet to vouch for.
+fn layer_windows(hf: &HfConfig, cfg: &LlamaConfig) -> Result<Windows, ModelError> {
     let window = |default: Option<usize>| -> Result<Option<usize>, ModelError> {
         let w = cfg.sliding_window.unwrap_or(default);
         if w == Some(0) {
@@ -197,45 +219,43 @@ fn layer_windows(hf: &HfConfig, cfg: &LlamaConfig) -> Result<Vec<Option<usize>>,
         }
         Ok(w)
     };
+    let needed = || -> Result<usize, ModelError> {
+        window(Some(4096))?
+            .ok_or_else(|| hf.error("sliding_window", "sliding layers need a window"))
+    };
     match hf.model_type.as_str() {
-        "mistral" => Ok(vec![window(Some(4096))?; n]),
-        "qwen2" => {
-            let types: Vec<String> = match &cfg.layer_types {
-                Some(t) => t.clone(),
-                None => (0..n)
-                    .map(|i| {
-                        let sliding =
-                            cfg.use_sliding_window && i >= cfg.max_window_layers.unwrap_or(28);
-                        if sliding {
-                            "sliding_attention"
-                        } else {
-                            "full_attention"
-                        }
-                        .to_string()
-                    })
-                    .collect(),
-            };
-            if types.len() != n {
-                return Err(hf.error(
-                    "layer_types",
-                    format!("{} entries for {n} layers", types.len()),
-                ));
-            }
-            types
-                .iter()
-                .map(|t| match t.as_str() {
-                    "full_attention" => Ok(None),
-                    "sliding_attention" => window(Some(4096))?
-                        .map(Some)
-                        .ok_or_else(|| hf.error("sliding_window", "sliding layers need a window")),
-                    other => Err(hf.error(
+        "mistral" => Ok(Windows::All(window(Some(4096))?)),
+        "qwen2" => match &cfg.layer_types {
+            Some(types) => {
+                let n = cfg.num_hidden_layers;
+                if types.len() != n {
+                    return Err(hf.error(
                         "layer_types",
-                        format!("{other:?} is not supported (full_attention, sliding_attention)"),
-                    )),
-                })
-                .collect()
-        }
-        _ => Ok(vec![None; n]),
+                        format!("{} entries for {n} layers", types.len()),
+                    ));
+                }
+                let per = types
+                    .iter()
+                    .map(|t| match t.as_str() {
+                        "full_attention" => Ok(None),
+                        "sliding_attention" => needed().map(Some),
+                        other => Err(hf.error(
+                            "layer_types",
+                            format!(
+                                "{other:?} is not supported (full_attention, sliding_attention)"
+                            ),
+                        )),
+                    })
+                    .collect::<Result<_, _>>()?;
+                Ok(Windows::PerLayer(per))
+            }
+            None if cfg.use_sliding_window => Ok(Windows::From {
+                from: cfg.max_window_layers.unwrap_or(28),
+                window: needed()?,
+            }),
+            None => Ok(Windows::All(None)),
+        },
+        _ => Ok(Windows::All(None)),
     }
 }
 
@@ -258,18 +278,20 @@ pub fn build(hf: &HfConfig, b: &mut GraphBuilder<'_>) -> Result<BuiltModel, Mode
     let mut x = model
         .pp("embed_tokens")
         .op("Gather", Op::Gather { axis: 0 }, &[table, ids]);
-    let pos = positions(&mut model.pp("rotary_emb"), &p, ids);
-    let rope = rope_tables(&mut model.pp("rotary_emb"), &p, pos)?;
-    let full = causal_bias(&mut model.pp("causal_mask"), pos, mask, None);
-    let mut windowed = std::collections::BTreeMap::new();
-    for w in p.windows.iter().flatten() {
-        if !windowed.contains_key(w) {
-            let bias = causal_bias(&mut model.pp("sliding_window_mask"), pos, mask, Some(*w));
-            windowed.insert(*w, bias);
-        }
-    }
+    let pos = positions(&mut model.pp("rotary_emb"), ids);
+    let rope = rope_rows(&mut model.pp("rotary_emb"), &p, pos)?;
+    // One bias per distinct window, made when the first layer needs it.
+    let mut biases = std::collections::BTreeMap::new();
     for i in 0..p.cfg.num_hidden_layers {
-        let bias = p.windows[i].map_or(full, |w| windowed[&w]);
+        let w = p.windows.of(i);
+        let bias = *biases.entry(w).or_insert_with(|| {
+            let scope = if w.is_some() {
+                "sliding_window_mask"
+            } else {
+                "causal_mask"
+            };
+            causal_bias(&mut model.pp(scope), pos, mask, w)
+        });
         x = block(&mut model.pp(&format!("layers.{i}")), &p, x, &rope, bias)?;
     }
     let x = model.pp("norm").rms_norm(x, h, p.eps)?;
@@ -289,38 +311,58 @@ pub fn build(hf: &HfConfig, b: &mut GraphBuilder<'_>) -> Result<BuiltModel, Mode
     })
 }
 
-/// The position of each token, `0..sequence` (i64 `[sequence]`), sliced from a
-/// constant `0..max_position_embeddings`.
-fn positions(s: &mut Scope<'_, '_>, p: &Plan, ids: Port) -> Port {
-    let all = s.constant(
-        "position_ids",
-        Tensor::vec_i64((0..p.positions as i64).collect()),
+/// The position of each token, `0..sequence` (i64 `[sequence]`), from the sequence
+/// length of `ids` at run time.
+fn positions(s: &mut Scope<'_, '_>, ids: Port) -> Port {
+    let len = s.op(
+        "Shape",
+        Op::Shape {
+            start: 1,
+            end: Some(2),
+        },
+        &[ids],
     );
-    s.first_rows(all, ids)
+    let len = s.op(
+        "Squeeze",
+        Op::Squeeze {
+            axes: Some(vec![0]),
+        },
+        &[len],
+    );
+    let zero = s.constant("start", Tensor::scalar_i64(0));
+    let one = s.constant("delta", Tensor::scalar_i64(1));
+    s.op("Range", Op::Range, &[zero, len, one])
 }
 
-/// The cosine and signed-sine rows of `pos`, `[sequence, head_dim]`, broadcast over
-/// batch and heads.
+/// The cosine and signed-sine rows of the positions, `[sequence, head_dim]`,
+/// broadcast over batch and heads.
 struct RopeRows {
     cos: Port,
     sin: Port,
 }
 
-fn rope_tables(s: &mut Scope<'_, '_>, p: &Plan, pos: Port) -> Result<RopeRows, ModelError> {
-    let (cos, sin) = p.rope.tables(p.head_dim, p.positions);
-    let shape = vec![p.positions, p.head_dim];
-    let mut rows = |leaf: &str, values: Vec<f32>| -> Result<Port, ModelError> {
-        let t = Tensor::from_f32(shape.clone(), values).map_err(|source| ModelError::Tensor {
-            name: s.name(leaf),
-            source,
-        })?;
-        let table = s.constant(leaf, t);
-        Ok(s.op("Gather", Op::Gather { axis: 0 }, &[table, pos]))
+/// `cos(p·θ)` and `sin(p·θ)` with `rotate_half`'s sign folded in (see
+/// [`Rope::signs`]), computed at run time as transformers computes them: the f32
+/// angle `p·θ_i` of each position and inverse frequency, its two halves alike. No
+/// table is sized by `max_position_embeddings`, so a model runs at any length.
+fn rope_rows(s: &mut Scope<'_, '_>, p: &Plan, pos: Port) -> Result<RopeRows, ModelError> {
+    let d = p.head_dim;
+    let tensor = |name: String, values: Vec<f32>| {
+        Tensor::from_f32(vec![values.len()], values)
+            .map_err(|source| ModelError::Tensor { name, source })
     };
-    Ok(RopeRows {
-        cos: rows("cos_cached", cos)?,
-        sin: rows("sin_cached", sin)?,
-    })
+    let inv = tensor(s.name("inv_freq"), p.rope.inv_freq(d))?;
+    let inv = s.constant("inv_freq", inv);
+    let pos = s.cast(pos, DType::F32);
+    let pos = s.unsqueeze(pos, &[1]);
+    let half = s.mul(pos, inv);
+    let angles = s.op("Concat", Op::Concat { axis: -1 }, &[half, half]);
+    let cos = s.unary(UnaryOp::Cos, angles);
+    let sin = s.unary(UnaryOp::Sin, angles);
+    let signs = tensor(s.name("rotate_half_signs"), Rope::signs(d))?;
+    let signs = s.constant("rotate_half_signs", signs);
+    let sin = s.mul(sin, signs);
+    Ok(RopeRows { cos, sin })
 }
 
 /// The additive attention bias `[batch, 1, sequence, sequence]`: 0 where query `i`

@@ -1,10 +1,9 @@
 //! Rotary position embeddings of the decoder families: the inverse frequencies of a
 //! `config.json`'s RoPE parameters (`default`, `linear`, `llama3`; transformers 5's
-//! `rope_parameters` as well as transformers 4's `rope_theta` + `rope_scaling`), and
-//! the cosine and sine tables the graph gathers by position. The tables are made
-//! here in f32 exactly as transformers makes them at run time (f32 inverse
-//! frequencies, an f32 product with the position, then cos/sin), so that long
-//! positions round the same way on both sides.
+//! `rope_parameters` as well as transformers 4's `rope_theta` + `rope_scaling`), in
+//! f32 exactly as transformers computes them, and the signs that fold `rotate_half`
+//! into the sine. The graph multiplies positions by these frequencies and takes
+//! cos/sin at run time, as transformers does, so long positions round alike.
 
 use super::ModelError;
 use super::hf_config::HfConfig;
@@ -174,28 +173,13 @@ impl Rope {
         }
     }
 
-    /// `[positions, head_dim]` tables of `cos(p·θ_i)` and of the sine with the sign
-    /// of `rotate_half` folded in: row `p` holds `(-sin, sin)` over the two halves,
-    /// so that `x·cos + swap_halves(x)·sin_signed` is transformers'
-    /// `x·cos + rotate_half(x)·sin`.
-    pub fn tables(&self, head_dim: usize, positions: usize) -> (Vec<f32>, Vec<f32>) {
-        let inv = self.inv_freq(head_dim);
-        let half = head_dim / 2;
-        let mut cos = vec![0.0f32; positions * head_dim];
-        let mut sin = vec![0.0f32; positions * head_dim];
-        for p in 0..positions {
-            let row = p * head_dim;
-            for (i, &f) in inv.iter().enumerate() {
-                // The angle is rounded to f32 first, as transformers' f32 product is.
-                let angle = f64::from(p as f32 * f);
-                let (s, c) = angle.sin_cos();
-                cos[row + i] = c as f32;
-                cos[row + half + i] = c as f32;
-                sin[row + i] = -s as f32;
-                sin[row + half + i] = s as f32;
-            }
-        }
-        (cos, sin)
+    /// The sign `rotate_half` gives each of the `head_dim` sines: −1 over the first
+    /// half, +1 over the second, so that `x·cos + swap_halves(x)·(sin·signs)` is
+    /// transformers' `x·cos + rotate_half(x)·sin`.
+    pub fn signs(head_dim: usize) -> Vec<f32> {
+        (0..head_dim)
+            .map(|i| if i < head_dim / 2 { -1.0 } else { 1.0 })
+            .collect()
     }
 }
 
@@ -318,24 +302,7 @@ mod tests {
     }
 
     #[test]
-    fn tables_hold_cos_and_signed_sin_over_both_halves() {
-        let r = Rope {
-            theta: 100.0,
-            scaling: RopeScaling::None,
-        };
-        let (cos, sin) = r.tables(4, 3);
-        // Position 2: angles 2 and 0.2.
-        let row = &cos[8..12];
-        let want = [2f32.cos(), 0.2f32.cos(), 2f32.cos(), 0.2f32.cos()];
-        for (a, b) in row.iter().zip(want) {
-            assert!((a - b).abs() < 1e-6, "{row:?}");
-        }
-        let row = &sin[8..12];
-        let want = [-(2f32.sin()), -(0.2f32.sin()), 2f32.sin(), 0.2f32.sin()];
-        for (a, b) in row.iter().zip(want) {
-            assert!((a - b).abs() < 1e-6, "{row:?}");
-        }
-        assert_eq!(&cos[0..4], &[1.0; 4]);
-        assert_eq!(&sin[0..4], &[-0.0, -0.0, 0.0, 0.0]);
+    fn signs_negate_the_first_half() {
+        assert_eq!(Rope::signs(4), [-1.0, -1.0, 1.0, 1.0]);
     }
 }

@@ -383,6 +383,22 @@ impl Backward<'_> {
                     UnaryOp::Tanh => UnaryGradKind::Tanh,
                     UnaryOp::Relu => UnaryGradKind::Relu,
                     UnaryOp::Sigmoid => UnaryGradKind::Sigmoid,
+                    // sin′ = cos and cos′ = −sin: the other op of the pair, so no
+                    // kernel of their own.
+                    UnaryOp::Sin | UnaryOp::Cos => {
+                        let other = if *u == UnaryOp::Sin {
+                            UnaryOp::Cos
+                        } else {
+                            UnaryOp::Sin
+                        };
+                        let d = self.op("trig", Op::Unary(other), &[Some(x)]);
+                        let mut g = self.binary(BinaryOp::Mul, dy, d);
+                        if *u == UnaryOp::Cos {
+                            g = self.op("neg", Op::Unary(UnaryOp::Neg), &[Some(g)]);
+                        }
+                        res[0] = Some(g);
+                        return Ok(res);
+                    }
                 };
                 res[0] = Some(self.unary_grad(kind, x, out, dy));
             }

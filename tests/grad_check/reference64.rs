@@ -602,6 +602,8 @@ fn unary(op: UnaryOp, a: &Array64) -> Array64 {
             }
         }
         UnaryOp::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+        UnaryOp::Sin => x.sin(),
+        UnaryOp::Cos => x.cos(),
     })
 }
 

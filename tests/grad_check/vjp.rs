@@ -232,6 +232,8 @@ fn elementwise_functions() {
         (Op::Unary(UnaryOp::Tanh), false),
         (Op::Unary(UnaryOp::Relu), false),
         (Op::Unary(UnaryOp::Sigmoid), false),
+        (Op::Unary(UnaryOp::Sin), false),
+        (Op::Unary(UnaryOp::Cos), false),
         (
             Op::Gelu {
                 approximate: GeluApprox::None,

@@ -236,6 +236,8 @@ pub(crate) fn unary(op: UnaryOp, x: &CpuValue) -> OpResult<CpuValue> {
             UnaryOp::Tanh => map1(&dims, &v, f32::tanh),
             UnaryOp::Relu => map1(&dims, &v, |a| if a < 0.0 { 0.0 } else { a }),
             UnaryOp::Sigmoid => map1(&dims, &v, |a| 1.0 / (1.0 + (-a).exp())),
+            UnaryOp::Sin => map1(&dims, &v, f32::sin),
+            UnaryOp::Cos => map1(&dims, &v, f32::cos),
         })
     })?;
     CpuValue::from_f32(out, &dims, dtype)

@@ -35,6 +35,8 @@ pub(crate) fn unary_code(op: UnaryOp) -> i32 {
         UnaryOp::Tanh => 7,
         UnaryOp::Relu => 8,
         UnaryOp::Sigmoid => 9,
+        UnaryOp::Sin => 10,
+        UnaryOp::Cos => 11,
     }
 }
 

@@ -221,6 +221,22 @@ fn unary_functions_match_the_standard_library() {
     check(UnaryOp::Log, f64::ln);
     check(UnaryOp::Tanh, f64::tanh);
     check(UnaryOp::Sigmoid, |x| 1.0 / (1.0 + (-x).exp()));
+    check(UnaryOp::Sin, f64::sin);
+    check(UnaryOp::Cos, f64::cos);
+    // sin(π/6) = 1/2, cos(π/3) = 1/2, sin(0) = 0, cos(π) = −1.
+    let got = eval_ok(
+        Op::Unary(UnaryOp::Sin),
+        &[f32t(&[2], &[std::f32::consts::FRAC_PI_6, 0.0])],
+    );
+    assert_f32(&got, &[2], &[0.5, 0.0], 1e-7);
+    let got = eval_ok(
+        Op::Unary(UnaryOp::Cos),
+        &[f32t(
+            &[2],
+            &[std::f32::consts::FRAC_PI_3, std::f32::consts::PI],
+        )],
+    );
+    assert_f32(&got, &[2], &[0.5, -1.0], 1e-7);
     // erf(0.5) and erf(2) from tables.
     let got = eval_ok(Op::Unary(UnaryOp::Erf), &[f32t(&[3], &[0.5, -2.0, 0.0])]);
     assert_f32(&got, &[3], &[0.520_499_9, -0.995_322_3, 0.0], 1e-6);

@@ -46,6 +46,8 @@ fn unary_op(op_type: &str) -> Option<UnaryOp> {
         "Tanh" => UnaryOp::Tanh,
         "Relu" => UnaryOp::Relu,
         "Sigmoid" => UnaryOp::Sigmoid,
+        "Sin" => UnaryOp::Sin,
+        "Cos" => UnaryOp::Cos,
         _ => return None,
     })
 }
