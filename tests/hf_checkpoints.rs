@@ -333,6 +333,44 @@ fn smollm2_fixture_equals_transformers() {
     assert_eq!(m.max_positions, Some(8192));
 }
 
+/// The SmolLM2 GGUF fixture itself (Q4_1 and Q8_0 weights, F32 norms): built from
+/// its metadata and dequantised, it gives the logits of the folder transformers'
+/// GGUF reader made from it, and transformers' own logits as closely as the folder.
+#[test]
+fn smollm2_gguf_equals_its_folder_and_transformers() {
+    let Some(refs) = references() else { return };
+    let Some(gguf) = fixture("models/smollm2-135m-instruct.Q4_1.gguf") else {
+        return;
+    };
+    let Some(dir) = fixture("models/smollm2-135m-instruct/.complete") else {
+        return;
+    };
+    let refs = reference(&refs.join("smollm"));
+    let get = |n: &str| refs.iter().find(|(r, _)| r == n).unwrap().1.clone();
+    let inputs = vec![
+        ("input_ids".to_string(), get("input_ids")),
+        ("attention_mask".to_string(), get("attention_mask")),
+    ];
+    let from_gguf = glora::models::gguf::build_gguf(&gguf).unwrap();
+    let ours = glora::exec::run_cpu(&from_gguf.graph, &inputs)
+        .unwrap()
+        .remove(0);
+    let folder = glora::models::build_checkpoint(dir.parent().unwrap()).unwrap();
+    let ours_folder = glora::exec::run_cpu(&folder.graph, &inputs)
+        .unwrap()
+        .remove(0);
+    let between = max_diff(&ours, &ours_folder);
+    let torch_err = max_diff(&get("logits"), &get("logits_f64"));
+    let our_err = max_diff(&ours, &get("logits_f64"));
+    println!(
+        "smollm2 GGUF: vs our folder {between:.2e}; vs f64 {our_err:.2e} (transformers {torch_err:.2e})"
+    );
+    assert!(between <= TOLERANCE, "{between}");
+    assert!(our_err <= (2.0 * torch_err).max(TOLERANCE), "{our_err}");
+    assert_eq!(layer_names(&from_gguf.graph), layer_names(&folder.graph));
+    assert_eq!(from_gguf.max_positions, Some(8192));
+}
+
 /// Folders that are not checkpoints glora can build: one line naming the file and key.
 #[test]
 fn bad_checkpoints_are_named_errors() {

@@ -1,8 +1,9 @@
 //! Model front ends: IR graphs built from a model's description rather than imported
 //! from ONNX. A Hugging Face checkpoint folder (`config.json` + safetensors) is built
 //! by its family's file (`bert`, `distilbert`, `hf_vit`, `dinov2`, `llama`) through the shared
-//! [`builder`] and a [`weights`] source; [`open`] picks the front end for whatever
-//! path a user gives (ONNX file or checkpoint folder). `vit` builds the plain,
+//! [`builder`] and a [`weights`] source; a GGUF file ([`gguf`]) becomes the same
+//! config and a dequantising weight source; [`open`] picks the front end for whatever
+//! path a user gives (ONNX file, checkpoint folder or GGUF file). `vit` builds the plain,
 //! randomly initialised ViT our benchmarks compare with PyTorch on.
 
 mod attention;
@@ -10,6 +11,7 @@ pub mod bert;
 pub mod builder;
 pub mod dinov2;
 pub mod distilbert;
+pub mod gguf;
 pub mod hf_config;
 pub mod hf_vit;
 pub mod llama;

@@ -1,7 +1,7 @@
 //! The one door every command takes a model through: a path is an ONNX file
-//! (imported by [`crate::onnx`]) or a Hugging Face checkpoint folder (built by its
-//! family); GGUF files are recognised and refused by name until their front end
-//! exists. Callers get an IR graph and never ask which it was.
+//! (imported by [`crate::onnx`]), a Hugging Face checkpoint folder (built by its
+//! family) or a GGUF file (its metadata made into the same family's config). Callers
+//! get an IR graph and never ask which it was.
 
 use std::path::Path;
 
@@ -54,9 +54,6 @@ pub fn load_model(path: &Path) -> anyhow::Result<Graph> {
     match model_format(path)? {
         ModelFormat::Onnx => Ok(crate::onnx::import_file(path)?),
         ModelFormat::Checkpoint => Ok(super::build_checkpoint(path)?.graph),
-        ModelFormat::Gguf => bail!(
-            "{}: GGUF models are not readable yet; convert it to a Hugging Face folder or ONNX first",
-            path.display()
-        ),
+        ModelFormat::Gguf => Ok(super::gguf::build_gguf(path)?.graph),
     }
 }
