@@ -18,7 +18,7 @@ use super::hf_config::{Activation, HfConfig, default_init_range};
 use super::rotary::Rope;
 use super::weights::Init;
 use super::{BuiltModel, ModelError, token_input};
-use crate::ir::{BinaryOp, DType, Op, Port, Tensor, UnaryOp};
+use crate::ir::{BinaryOp, DType, Dim, Op, Port, Shape, Tensor, TensorType, UnaryOp};
 
 /// The `model_type`s this file builds.
 pub const MODEL_TYPES: [&str; 3] = ["llama", "mistral", "qwen2"];
@@ -259,11 +259,77 @@ fn layer_windows(hf: &HfConfig, cfg: &LlamaConfig) -> Result<Windows, ModelError
     }
 }
 
+/// Which graph a decoder is built as.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DecoderForm {
+    /// `input_ids`, `attention_mask` → `logits`: one pass over whole sequences, for
+    /// training and evaluation.
+    #[default]
+    Full,
+    /// The merged decoder with a KV cache that optimum, onnxruntime-genai and
+    /// transformers.js run: also `position_ids` and `past_key_values.N.key|value`
+    /// `[batch, kv_heads, past_sequence, head_dim]` in, `present.N.key|value` out; the
+    /// mask covers past and new tokens. An empty past (length 0) is the prefill.
+    Cached,
+}
+
+/// Name of layer `i`'s past keys or values input (`part` is `key` or `value`).
+pub fn past_name(i: usize, part: &str) -> String {
+    format!("past_key_values.{i}.{part}")
+}
+
+/// Name of layer `i`'s present keys or values output.
+pub fn present_name(i: usize, part: &str) -> String {
+    format!("present.{i}.{part}")
+}
+
 /// Checks a configuration and builds the decoder from `b`'s weights.
 pub fn build(hf: &HfConfig, b: &mut GraphBuilder<'_>) -> Result<BuiltModel, ModelError> {
+    build_form(hf, b, DecoderForm::Full)
+}
+
+/// [`build`] as the chosen form.
+pub fn build_form(
+    hf: &HfConfig,
+    b: &mut GraphBuilder<'_>,
+    form: DecoderForm,
+) -> Result<BuiltModel, ModelError> {
     let p = Plan::new(hf)?;
+    let cached = form == DecoderForm::Cached;
     let ids = b.input("input_ids", token_input());
-    let mask = b.input("attention_mask", token_input());
+    let mask = b.input(
+        "attention_mask",
+        if cached {
+            TensorType::new(
+                DType::I64,
+                Shape(vec![Dim::sym("batch"), Dim::sym("total_sequence")]),
+            )
+        } else {
+            token_input()
+        },
+    );
+    let position_ids = cached.then(|| b.input("position_ids", token_input()));
+    let past: Vec<(Port, Port)> = if cached {
+        let ty = TensorType::new(
+            DType::F32,
+            Shape(vec![
+                Dim::sym("batch"),
+                Dim::Known(p.kv_heads),
+                Dim::sym("past_sequence"),
+                Dim::Known(p.head_dim),
+            ]),
+        );
+        (0..p.cfg.num_hidden_layers)
+            .map(|i| {
+                (
+                    b.input(&past_name(i, "key"), ty.clone()),
+                    b.input(&past_name(i, "value"), ty.clone()),
+                )
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let (h, std) = (p.cfg.hidden_size, p.cfg.initializer_range);
     let mut root = b.root();
     let embed = root.pp("model").pp("embed_tokens").weight_tensor(
@@ -278,10 +344,25 @@ pub fn build(hf: &HfConfig, b: &mut GraphBuilder<'_>) -> Result<BuiltModel, Mode
     let mut x = model
         .pp("embed_tokens")
         .op("Gather", Op::Gather { axis: 0 }, &[table, ids]);
-    let pos = positions(&mut model.pp("rotary_emb"), ids);
-    let rope = rope_rows(&mut model.pp("rotary_emb"), &p, pos)?;
+    // Queries are the new tokens, keys the past and new ones; with a cache the new
+    // tokens' indices start after the past's length.
+    let mut pm = model.pp("rotary_emb");
+    let new_len = length(&mut pm, ids, 1);
+    let queries = range(&mut pm, new_len);
+    let (query_index, key_index, rope) = match (position_ids, past.first()) {
+        (Some(pos), Some(&(past_key, _))) => {
+            let past_len = length(&mut pm, past_key, 2);
+            let total = length(&mut pm, mask, 1);
+            let q = pm.add(queries, past_len);
+            let k = range(&mut pm, total);
+            (q, k, rope_rows(&mut pm, &p, pos, true)?)
+        }
+        _ => (queries, queries, rope_rows(&mut pm, &p, queries, false)?),
+    };
+    drop(pm);
     // One bias per distinct window, made when the first layer needs it.
     let mut biases = std::collections::BTreeMap::new();
+    let mut presents = Vec::new();
     for i in 0..p.cfg.num_hidden_layers {
         let w = p.windows.of(i);
         let bias = *biases.entry(w).or_insert_with(|| {
@@ -290,9 +371,19 @@ pub fn build(hf: &HfConfig, b: &mut GraphBuilder<'_>) -> Result<BuiltModel, Mode
             } else {
                 "causal_mask"
             };
-            causal_bias(&mut model.pp(scope), pos, mask, w)
+            causal_bias(&mut model.pp(scope), query_index, key_index, mask, w)
         });
-        x = block(&mut model.pp(&format!("layers.{i}")), &p, x, &rope, bias)?;
+        let cache = past.get(i).map(|&(k, v)| LayerCache { layer: i, k, v });
+        let (y, present) = block(
+            &mut model.pp(&format!("layers.{i}")),
+            &p,
+            x,
+            &rope,
+            bias,
+            cache,
+        )?;
+        x = y;
+        presents.extend(present);
     }
     let x = model.pp("norm").rms_norm(x, h, p.eps)?;
     drop(model);
@@ -306,29 +397,33 @@ pub fn build(hf: &HfConfig, b: &mut GraphBuilder<'_>) -> Result<BuiltModel, Mode
     };
     let logits = root.op_as("Identity", Op::Identity, &[logits], LOGITS);
     b.g.outputs.push(logits);
+    b.g.outputs.extend(presents);
     Ok(BuiltModel {
         max_positions: Some(p.positions),
     })
 }
 
-/// The position of each token, `0..sequence` (i64 `[sequence]`), from the sequence
-/// length of `ids` at run time.
-fn positions(s: &mut Scope<'_, '_>, ids: Port) -> Port {
+/// Axis `axis` of `x` as an i64 scalar, at run time.
+fn length(s: &mut Scope<'_, '_>, x: Port, axis: i64) -> Port {
     let len = s.op(
         "Shape",
         Op::Shape {
-            start: 1,
-            end: Some(2),
+            start: axis,
+            end: Some(axis + 1),
         },
-        &[ids],
+        &[x],
     );
-    let len = s.op(
+    s.op(
         "Squeeze",
         Op::Squeeze {
             axes: Some(vec![0]),
         },
         &[len],
-    );
+    )
+}
+
+/// `0..len` (i64 `[len]`).
+fn range(s: &mut Scope<'_, '_>, len: Port) -> Port {
     let zero = s.constant("start", Tensor::scalar_i64(0));
     let one = s.constant("delta", Tensor::scalar_i64(1));
     s.op("Range", Op::Range, &[zero, len, one])
@@ -345,7 +440,14 @@ struct RopeRows {
 /// [`Rope::signs`]), computed at run time as transformers computes them: the f32
 /// angle `p·θ_i` of each position and inverse frequency, its two halves alike. No
 /// table is sized by `max_position_embeddings`, so a model runs at any length.
-fn rope_rows(s: &mut Scope<'_, '_>, p: &Plan, pos: Port) -> Result<RopeRows, ModelError> {
+/// `pos` is `[sequence]`, or `[batch, sequence]` when `per_row` (`position_ids`),
+/// whose rows then get a heads axis to broadcast over.
+fn rope_rows(
+    s: &mut Scope<'_, '_>,
+    p: &Plan,
+    pos: Port,
+    per_row: bool,
+) -> Result<RopeRows, ModelError> {
     let d = p.head_dim;
     let tensor = |name: String, values: Vec<f32>| {
         Tensor::from_f32(vec![values.len()], values)
@@ -354,7 +456,7 @@ fn rope_rows(s: &mut Scope<'_, '_>, p: &Plan, pos: Port) -> Result<RopeRows, Mod
     let inv = tensor(s.name("inv_freq"), p.rope.inv_freq(d))?;
     let inv = s.constant("inv_freq", inv);
     let pos = s.cast(pos, DType::F32);
-    let pos = s.unsqueeze(pos, &[1]);
+    let pos = s.unsqueeze(pos, &[-1]);
     let half = s.mul(pos, inv);
     let angles = s.op("Concat", Op::Concat { axis: -1 }, &[half, half]);
     let cos = s.unary(UnaryOp::Cos, angles);
@@ -362,18 +464,30 @@ fn rope_rows(s: &mut Scope<'_, '_>, p: &Plan, pos: Port) -> Result<RopeRows, Mod
     let signs = tensor(s.name("rotate_half_signs"), Rope::signs(d))?;
     let signs = s.constant("rotate_half_signs", signs);
     let sin = s.mul(sin, signs);
+    if per_row {
+        let cos = s.unsqueeze(cos, &[1]);
+        let sin = s.unsqueeze(sin, &[1]);
+        return Ok(RopeRows { cos, sin });
+    }
     Ok(RopeRows { cos, sin })
 }
 
-/// The additive attention bias `[batch, 1, sequence, sequence]`: 0 where query `i`
-/// may see key `j` (`j ≤ i`, within `window` when there is one, and `j` a real
-/// token), the lowest f32 elsewhere. The terms are multiplied as 0/1 masks before
+/// The additive attention bias `[batch, 1, queries, keys]`: 0 where the query of
+/// index `i` may see the key of index `j` (`j ≤ i`, within `window` when there is
+/// one, and `j` a real token), the lowest f32 elsewhere. The terms are multiplied as 0/1 masks before
 /// the one scaling, so a row with nothing to see stays finite (uniform weights over
 /// padding, as transformers' eager attention gives) instead of turning into NaN.
-fn causal_bias(s: &mut Scope<'_, '_>, pos: Port, mask: Port, window: Option<usize>) -> Port {
-    let pos = s.cast(pos, DType::F32);
-    let q = s.unsqueeze(pos, &[1]);
-    let k = s.unsqueeze(pos, &[0]);
+fn causal_bias(
+    s: &mut Scope<'_, '_>,
+    queries: Port,
+    keys: Port,
+    mask: Port,
+    window: Option<usize>,
+) -> Port {
+    let q = s.cast(queries, DType::F32);
+    let q = s.unsqueeze(q, &[1]);
+    let k = s.cast(keys, DType::F32);
+    let k = s.unsqueeze(k, &[0]);
     // i − j, then 0/1 steps by clipping integers to [0, 1].
     let back = s.binary(BinaryOp::Sub, q, k);
     let zero = s.constant("zero", Tensor::scalar_f32(0.0));
@@ -395,21 +509,30 @@ fn causal_bias(s: &mut Scope<'_, '_>, pos: Port, mask: Port, window: Option<usiz
     s.mul(hidden, lowest)
 }
 
-/// One pre-norm decoder block.
+/// A layer's past keys and values, `[batch, kv_heads, past, head_dim]`.
+#[derive(Clone, Copy)]
+struct LayerCache {
+    layer: usize,
+    k: Port,
+    v: Port,
+}
+
+/// One pre-norm decoder block; with a cache, also its present keys and values.
 fn block(
     s: &mut Scope<'_, '_>,
     p: &Plan,
     x: Port,
     rope: &RopeRows,
     bias: Port,
-) -> Result<Port, ModelError> {
+    cache: Option<LayerCache>,
+) -> Result<(Port, Vec<Port>), ModelError> {
     let h = p.cfg.hidden_size;
     let normed = s.pp("input_layernorm").rms_norm(x, h, p.eps)?;
-    let attended = attention(&mut s.pp("self_attn"), p, normed, rope, bias)?;
+    let (attended, present) = attention(&mut s.pp("self_attn"), p, normed, rope, bias, cache)?;
     let x = s.add(x, attended);
     let normed = s.pp("post_attention_layernorm").rms_norm(x, h, p.eps)?;
     let m = mlp(&mut s.pp("mlp"), p, normed)?;
-    Ok(s.add(x, m))
+    Ok((s.add(x, m), present))
 }
 
 /// Grouped-query attention with rotary embeddings on queries and keys.
@@ -419,7 +542,8 @@ fn attention(
     x: Port,
     rope: &RopeRows,
     bias: Port,
-) -> Result<Port, ModelError> {
+    cache: Option<LayerCache>,
+) -> Result<(Port, Vec<Port>), ModelError> {
     let (h, d, std) = (p.cfg.hidden_size, p.head_dim, p.cfg.initializer_range);
     let (qw, kvw) = (p.heads * d, p.kv_heads * d);
     let q = s.pp("q_proj").linear(x, h, qw, p.biases.qkv, std)?;
@@ -429,7 +553,24 @@ fn attention(
     let k = split_heads(s, k, p.kv_heads, d);
     let v = split_heads(s, v, p.kv_heads, d);
     let q = rotate(s, q, rope, d);
-    let k = rotate(s, k, rope, d);
+    let mut k = rotate(s, k, rope, d);
+    let mut v = v;
+    let mut present = Vec::new();
+    if let Some(c) = cache {
+        k = s.op_as(
+            "Concat",
+            Op::Concat { axis: 2 },
+            &[c.k, k],
+            &present_name(c.layer, "key"),
+        );
+        v = s.op_as(
+            "Concat",
+            Op::Concat { axis: 2 },
+            &[c.v, v],
+            &present_name(c.layer, "value"),
+        );
+        present = vec![k, v];
+    }
     let groups = p.heads / p.kv_heads;
     let k = repeat_kv(s, k, groups, p.heads, d);
     let v = repeat_kv(s, v, groups, p.heads, d);
@@ -442,7 +583,8 @@ fn attention(
     let mixed = s.op("MatMul", Op::MatMul, &[weights, v]);
     let merged = s.transpose(mixed, &[0, 2, 1, 3]);
     let merged = s.reshape(merged, &[0, 0, qw as i64]);
-    s.pp("o_proj").linear(merged, qw, h, p.biases.o, std)
+    let y = s.pp("o_proj").linear(merged, qw, h, p.biases.o, std)?;
+    Ok((y, present))
 }
 
 /// `[batch, seq, heads·d]` → `[batch, heads, seq, d]`.

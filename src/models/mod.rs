@@ -142,8 +142,16 @@ fn finish(
     f: &Family,
     weights: &mut dyn WeightSource,
 ) -> Result<HfModel, ModelError> {
+    finish_with(cfg, f.build, weights)
+}
+
+fn finish_with(
+    cfg: &HfConfig,
+    build: BuildFn,
+    weights: &mut dyn WeightSource,
+) -> Result<HfModel, ModelError> {
     let mut b = builder::GraphBuilder::new(&cfg.model_type, weights);
-    let built = (f.build)(cfg, &mut b)?;
+    let built = build(cfg, &mut b)?;
     let mut graph = b.g;
     infer_types(&mut graph)?;
     graph.validate()?;
@@ -182,6 +190,44 @@ pub fn build_checkpoint(dir: &Path) -> Result<HfModel, ModelError> {
     let f = family(&cfg)?;
     let mut weights = SafetensorsWeights::open(dir, f.prefixes)?;
     finish(&cfg, f, &mut weights)
+}
+
+/// The config and weights of a decoder checkpoint folder or GGUF file.
+pub fn decoder_source(path: &Path) -> Result<(HfConfig, Box<dyn WeightSource>), ModelError> {
+    let (cfg, weights): (HfConfig, Box<dyn WeightSource>) = if is_checkpoint_dir(path) {
+        let cfg = HfConfig::read(path)?;
+        let w = SafetensorsWeights::open(path, &llama::PREFIXES)?;
+        (cfg, Box::new(w))
+    } else {
+        let file = gguf::GgufFile::open(path)?;
+        let cfg = file.config()?;
+        let w = gguf::GgufWeights::new(file, &cfg);
+        (cfg, Box::new(w))
+    };
+    if !llama::MODEL_TYPES.contains(&cfg.model_type.as_str()) {
+        return Err(cfg.error(
+            "model_type",
+            format!(
+                "{:?} is not a decoder (decoders: {})",
+                cfg.model_type,
+                llama::MODEL_TYPES.join(", ")
+            ),
+        ));
+    }
+    Ok((cfg, weights))
+}
+
+/// Builds a decoder from `cfg` and `weights` as `form`.
+pub fn build_decoder(
+    cfg: &HfConfig,
+    weights: &mut dyn WeightSource,
+    form: llama::DecoderForm,
+) -> Result<HfModel, ModelError> {
+    let build: BuildFn = match form {
+        llama::DecoderForm::Full => llama::build,
+        llama::DecoderForm::Cached => |c, b| llama::build_form(c, b, llama::DecoderForm::Cached),
+    };
+    finish_with(cfg, build, weights)
 }
 
 /// Builds a checkpoint folder's architecture with seeded random weights instead of
