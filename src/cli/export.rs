@@ -40,6 +40,11 @@ pub struct Args {
     /// ONNX opset to write (default: 17, or higher if the graph needs it).
     #[arg(long)]
     pub opset: Option<i64>,
+    /// For a decoder (LLaMA, Mistral, Qwen2), write the plain `input_ids`,
+    /// `attention_mask` → `logits` graph instead of the default one with a KV cache
+    /// (`position_ids`, `past_key_values.N.key|value` in, `present.N.key|value` out).
+    #[arg(long)]
+    pub no_kv_cache: bool,
 }
 
 /// Reads a config file and checks it against the supernet; errors name the file.
@@ -78,8 +83,11 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     } else {
         "merging the adapters".to_string()
     });
+    let cached = !a.unmerged && !a.no_kv_cache && net.head.is_none() && net.is_decoder();
     let g = if a.unmerged {
         net.unmerged(&config)
+    } else if cached {
+        net.merged_cached(&config)
     } else {
         net.merged(&config)
     };
@@ -120,7 +128,11 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     println!(
         "wrote {} ({}, opset {}, {} ops, {} bytes{})",
         a.output.display(),
-        if a.unmerged { "unmerged" } else { "merged" },
+        match (a.unmerged, cached) {
+            (true, _) => "unmerged",
+            (false, true) => "merged, with a KV cache",
+            (false, false) => "merged",
+        },
         rep.opset,
         g.op_histogram().values().sum::<usize>(),
         rep.bytes,

@@ -46,6 +46,10 @@ impl<'w> GraphBuilder<'w> {
         self.weights.has(name)
     }
 
+    fn bias_added(&self, layer: &str) -> bool {
+        self.weights.bias_added(layer)
+    }
+
     fn unique_node(&mut self, base: String) -> String {
         let n = self.node_names.entry(base.clone()).or_insert(0);
         *n += 1;
@@ -259,7 +263,7 @@ impl<'w> Scope<'_, 'w> {
         })?;
         let w = Port::new(self.b.g.add_const(name, wt), 0);
         let y = self.op("MatMul", Op::MatMul, &[x, w]);
-        if !bias {
+        if !bias && !self.b.bias_added(&self.path) {
             return Ok(y);
         }
         let b = self.weight("bias", &[d_out], Init::Zeros)?;

@@ -43,7 +43,12 @@ impl GgufFile {
         let mut reader = BufReader::new(file);
         let content = Content::read(&mut reader).map_err(|e| {
             // candle names the unknown type's number but not the tensor: find it.
-            let bytes = std::fs::read(path).unwrap_or_default();
+            let unknown = e.to_string().contains("unknown dtype");
+            let mut bytes = Vec::new();
+            if unknown && let Ok(f) = File::open(path) {
+                // Headers (vocabularies included) are far smaller than this.
+                let _ = std::io::Read::read_to_end(&mut std::io::Read::take(f, 256 << 20), &mut bytes);
+            }
             match unknown_type_tensor(&bytes) {
                 Some((name, t)) => err(format!(
                     "tensor '{name}' has GGML type {t}, which is not supported (supported: {SUPPORTED_TYPES})"

@@ -192,17 +192,12 @@ pub fn build_checkpoint(dir: &Path) -> Result<HfModel, ModelError> {
     finish(&cfg, f, &mut weights)
 }
 
-/// The config and weights of a decoder checkpoint folder or GGUF file.
-pub fn decoder_source(path: &Path) -> Result<(HfConfig, Box<dyn WeightSource>), ModelError> {
-    let (cfg, weights): (HfConfig, Box<dyn WeightSource>) = if is_checkpoint_dir(path) {
-        let cfg = HfConfig::read(path)?;
-        let w = SafetensorsWeights::open(path, &llama::PREFIXES)?;
-        (cfg, Box::new(w))
+/// The config of a decoder checkpoint folder or GGUF file (its header alone).
+pub fn decoder_config(path: &Path) -> Result<HfConfig, ModelError> {
+    let cfg = if is_checkpoint_dir(path) {
+        HfConfig::read(path)?
     } else {
-        let file = gguf::GgufFile::open(path)?;
-        let cfg = file.config()?;
-        let w = gguf::GgufWeights::new(file, &cfg);
-        (cfg, Box::new(w))
+        gguf::GgufFile::open(path)?.config()?
     };
     if !llama::MODEL_TYPES.contains(&cfg.model_type.as_str()) {
         return Err(cfg.error(
@@ -214,6 +209,17 @@ pub fn decoder_source(path: &Path) -> Result<(HfConfig, Box<dyn WeightSource>), 
             ),
         ));
     }
+    Ok(cfg)
+}
+
+/// The config and weights of a decoder checkpoint folder or GGUF file.
+pub fn decoder_source(path: &Path) -> Result<(HfConfig, Box<dyn WeightSource>), ModelError> {
+    let cfg = decoder_config(path)?;
+    let weights: Box<dyn WeightSource> = if is_checkpoint_dir(path) {
+        Box::new(SafetensorsWeights::open(path, &llama::PREFIXES)?)
+    } else {
+        Box::new(gguf::GgufWeights::new(gguf::GgufFile::open(path)?, &cfg))
+    };
     Ok((cfg, weights))
 }
 

@@ -40,6 +40,11 @@ pub trait WeightSource {
     fn has(&self, name: &str) -> bool;
     /// Where the weights come from, for messages.
     fn describe(&self) -> String;
+    /// Whether linear layer `layer` (a module path) has a bias here that its
+    /// configuration does not give it: an adapter folded into a bias-less layer.
+    fn bias_added(&self, _layer: &str) -> bool {
+        false
+    }
 }
 
 /// Seeded random weights. Each tensor's values depend only on the seed and its name,

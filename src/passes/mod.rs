@@ -43,6 +43,7 @@ pub use insert_glora::{
 };
 pub use linear::{LinearKind, LinearLayer, find_linear_layers};
 pub use reparameterize::reparameterize;
+pub(crate) use reparameterize::{merged_has_bias, read_glora_node};
 
 /// What one pass did.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -156,7 +156,7 @@ pub(crate) fn sibling_name(g: &Graph, base: &str, op: &str) -> String {
 }
 
 /// Whether the merged layer carries a bias: the base had one, or E or C adds one.
-fn needs_bias(has_bias: bool, config: &LayerConfig) -> bool {
+pub(crate) fn merged_has_bias(has_bias: bool, config: &LayerConfig) -> bool {
     has_bias || config.e != DeOption::None || config.c != COption::None
 }
 
@@ -188,7 +188,7 @@ fn reparameterize_layer(g: &mut Graph, n: &GloraNode, config: &LayerConfig) -> a
         let name = g.fresh_name(&format!("{}_merged", g.value(n.w0).name));
         Port::new(g.add_const(name, weight), 0)
     };
-    let bias = needs_bias(n.attrs.has_bias, config)
+    let bias = merged_has_bias(n.attrs.has_bias, config)
         .then(|| Tensor::from_f32(vec![d_out], merged.bias))
         .transpose()?;
     let b_port = bias.map(|t| match n.b0 {

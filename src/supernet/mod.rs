@@ -12,6 +12,7 @@
 //! both are verified against.
 
 pub mod artifact;
+mod cached;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
