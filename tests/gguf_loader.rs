@@ -15,7 +15,7 @@ use common::*;
 use glora::ir::Tensor;
 use glora::models::builder::GraphBuilder;
 use glora::models::gguf::{GgufFile, GgufWeights, build_gguf, gguf_name};
-use glora::models::{HfConfig, Init, ModelError, RandomWeights, WeightSource};
+use glora::models::{HfConfig, Init, RandomWeights, RecordingWeights, WeightSource};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
@@ -36,36 +36,6 @@ fn config_json(tied: bool) -> String {
     )
 }
 
-/// Hands out random weights and keeps each under its Hugging Face name.
-struct Recorder {
-    inner: RandomWeights,
-    seen: Vec<(String, Tensor)>,
-}
-
-impl WeightSource for Recorder {
-    fn tensor(&mut self, name: &str, shape: &[usize], init: Init) -> Result<Tensor, ModelError> {
-        // Norm weights away from 1, so a swapped norm would show.
-        let init = if init == Init::Ones {
-            Init::Normal(0.5)
-        } else {
-            init
-        };
-        let mut t = self.inner.tensor(name, shape, init)?;
-        if shape.len() == 1 {
-            let v: Vec<f32> = t.to_f32_vec().iter().map(|x| 1.0 + x).collect();
-            t = Tensor::from_f32(shape.to_vec(), v).unwrap();
-        }
-        self.seen.push((name.to_string(), t.clone()));
-        Ok(t)
-    }
-    fn has(&self, name: &str) -> bool {
-        self.inner.has(name)
-    }
-    fn describe(&self) -> String {
-        "recorder".into()
-    }
-}
-
 /// The tiny model's weights, by Hugging Face name, and its config.
 fn weights(tied: bool) -> (HfConfig, Vec<(String, Tensor)>) {
     let cfg = HfConfig {
@@ -73,14 +43,25 @@ fn weights(tied: bool) -> (HfConfig, Vec<(String, Tensor)>) {
         json: serde_json::from_str(&config_json(tied)).unwrap(),
         model_type: "llama".into(),
     };
-    let mut rec = Recorder {
-        inner: RandomWeights::new(5),
-        seen: Vec::new(),
-    };
+    let mut rec = RecordingWeights::new(RandomWeights::new(5));
     let mut b = GraphBuilder::new("tiny", &mut rec);
     glora::models::llama::build(&cfg, &mut b).unwrap();
     drop(b);
-    (cfg, rec.seen)
+    // Norm weights away from 1, so that a swapped norm would show.
+    let seen = rec
+        .seen
+        .into_iter()
+        .map(|(name, t)| {
+            if t.shape().len() > 1 {
+                return (name, t);
+            }
+            let v: Vec<f32> = (0..t.shape()[0])
+                .map(|i| 0.5 + (i % 7) as f32 * 0.1)
+                .collect();
+            (name, Tensor::from_f32(t.shape().to_vec(), v).unwrap())
+        })
+        .collect();
+    (cfg, seen)
 }
 
 /// transformers' order → llama.cpp's: row `h·d + half·d/2 + i` goes to `h·d + 2i + half`.

@@ -608,11 +608,9 @@ fn cached_decoders_prefill_and_decode_like_the_full_forward() {
             [kv_heads, head_dim],
             &mut ours,
         );
-        // Loaded per step: a tract plan is optimised for one set of input shapes.
-        let mut in_tract = |inputs: &[(String, Tensor)]| {
-            let m = glora::verify::TractModel::load(&path, inputs).unwrap();
-            m.run(inputs).unwrap()
-        };
+        // One plan with symbolic batch, sequence and past lengths runs every step.
+        let dynamic = glora::verify::TractModel::load_dynamic(&path).unwrap();
+        let mut in_tract = |inputs: &[(String, Tensor)]| dynamic.run(inputs).unwrap();
         let steps_tract = cached_steps(
             &cached.graph,
             &ids,

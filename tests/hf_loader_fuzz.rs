@@ -6,31 +6,10 @@
 
 use std::path::Path;
 
-use glora::ir::Tensor;
 use glora::models::builder::GraphBuilder;
-use glora::models::{HfConfig, Init, ModelError, RandomWeights, WeightSource};
+use glora::models::{HfConfig, RandomWeights, RecordingWeights};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-
-/// Hands out random weights and keeps a copy of each, to be saved as a checkpoint.
-struct Recorder {
-    inner: RandomWeights,
-    seen: Vec<(String, Tensor)>,
-}
-
-impl WeightSource for Recorder {
-    fn tensor(&mut self, name: &str, shape: &[usize], init: Init) -> Result<Tensor, ModelError> {
-        let t = self.inner.tensor(name, shape, init)?;
-        self.seen.push((name.to_string(), t.clone()));
-        Ok(t)
-    }
-    fn has(&self, name: &str) -> bool {
-        self.inner.has(name)
-    }
-    fn describe(&self) -> String {
-        "recorder".into()
-    }
-}
 
 const CONFIGS: [&str; 4] = [
     r#"{"model_type": "llama", "vocab_size": 50, "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 24, "max_position_embeddings": 20, "rope_parameters": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8, "rope_theta": 500.0}}"#,
@@ -43,10 +22,7 @@ const CONFIGS: [&str; 4] = [
 fn write_checkpoint(dir: &Path, config: &str) {
     std::fs::write(dir.join("config.json"), config).unwrap();
     let cfg = HfConfig::read(dir).unwrap();
-    let mut rec = Recorder {
-        inner: RandomWeights::new(7),
-        seen: Vec::new(),
-    };
+    let mut rec = RecordingWeights::new(RandomWeights::new(7));
     let mut b = GraphBuilder::new("fuzz", &mut rec);
     match cfg.model_type.as_str() {
         "dinov2" => glora::models::dinov2::build(&cfg, &mut b).unwrap(),

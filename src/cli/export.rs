@@ -115,6 +115,19 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let rep = crate::onnx::export_file(&g, &a.output, &opts);
     sp.finish_and_clear();
     let rep = rep?;
+    if cached {
+        let dir = a.output.parent().unwrap_or(Path::new("."));
+        let name = a
+            .output
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        for (file, bytes) in net.decoder_files(&name)? {
+            let path = dir.join(&file);
+            crate::io::write_atomic(&path, &bytes).with_context(|| path.display().to_string())?;
+            println!("wrote {}", path.display());
+        }
+    }
     if let Some(path) = &a.save_config {
         crate::io::write_atomic(path, config.to_json().as_bytes())
             .with_context(|| path.display().to_string())?;

@@ -7,6 +7,7 @@ mod compile;
 mod convert;
 mod demo;
 mod export;
+mod generate;
 mod inspect;
 mod model;
 mod pipeline;
@@ -63,6 +64,9 @@ pub enum Command {
     /// Classify texts with an exported model in tract: each label with its
     /// probability.
     Predict(predict::Args),
+    /// Continue a prompt, or answer it as a chat turn, with an exported decoder and
+    /// its KV cache in tract; prints the text as it comes and the tokens per second.
+    Generate(generate::Args),
     /// Pre-train a small ViT on digits 0–4, adapt it few-shot to digits 5–9 with
     /// head-only, LoRA, GLoRA and full fine-tuning, and compare (no files or network
     /// needed).
@@ -86,6 +90,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Verify(a) => verify::run(a),
         Command::Pipeline(a) => pipeline::run(a),
         Command::Predict(a) => predict::run(a),
+        Command::Generate(a) => generate::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Bench(b) => bench::run(b),
     }

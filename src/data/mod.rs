@@ -8,6 +8,7 @@
 //! cuts it into batches of the named input tensors a model takes.
 
 mod batch;
+pub mod chat;
 mod dataset;
 mod images;
 mod labels;

@@ -259,6 +259,32 @@ fn layer_windows(hf: &HfConfig, cfg: &LlamaConfig) -> Result<Windows, ModelError
     }
 }
 
+/// The sizes of a decoder, as a runtime needs them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DecoderDims {
+    pub layers: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub hidden: usize,
+    pub vocab: usize,
+    pub max_positions: usize,
+}
+
+/// Checks a decoder's configuration and reports its sizes.
+pub fn decoder_dims(hf: &HfConfig) -> Result<DecoderDims, ModelError> {
+    let p = Plan::new(hf)?;
+    Ok(DecoderDims {
+        layers: p.cfg.num_hidden_layers,
+        heads: p.heads,
+        kv_heads: p.kv_heads,
+        head_dim: p.head_dim,
+        hidden: p.cfg.hidden_size,
+        vocab: p.cfg.vocab_size,
+        max_positions: p.positions,
+    })
+}
+
 /// Which graph a decoder is built as.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum DecoderForm {

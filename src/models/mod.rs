@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 pub use hf_config::HfConfig;
 pub use open::{ModelFormat, is_checkpoint_dir, load_model, model_format};
 pub use vit::{VitConfig, build_vit};
-pub use weights::{Init, RandomWeights, SafetensorsWeights, WeightSource};
+pub use weights::{Init, RandomWeights, RecordingWeights, SafetensorsWeights, WeightSource};
 
 use crate::ir::infer::infer_types;
 use crate::ir::{DType, Dim, Graph, GraphError, Shape, TensorError, TensorType};

@@ -119,6 +119,39 @@ impl WeightSource for RandomWeights {
     }
 }
 
+/// A source that hands out another's tensors and keeps a copy of each under the
+/// name it was asked for: building a model through it records a checkpoint of that
+/// model (tests write random checkpoint folders this way).
+pub struct RecordingWeights<W: WeightSource> {
+    pub inner: W,
+    pub seen: Vec<(String, Tensor)>,
+}
+
+impl<W: WeightSource> RecordingWeights<W> {
+    pub fn new(inner: W) -> RecordingWeights<W> {
+        RecordingWeights {
+            inner,
+            seen: Vec::new(),
+        }
+    }
+}
+
+impl<W: WeightSource> WeightSource for RecordingWeights<W> {
+    fn tensor(&mut self, name: &str, shape: &[usize], init: Init) -> Result<Tensor, ModelError> {
+        let t = self.inner.tensor(name, shape, init)?;
+        self.seen.push((name.to_string(), t.clone()));
+        Ok(t)
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.inner.has(name)
+    }
+
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
+
 /// One memory-mapped safetensors file and the tensors in it.
 struct MappedFile {
     path: PathBuf,

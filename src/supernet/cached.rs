@@ -166,3 +166,83 @@ impl Supernet {
         Ok(built.graph)
     }
 }
+
+/// Files a runtime wants beside an exported decoder: the tokenizer and chat
+/// template of a checkpoint folder, copied.
+const TOKENIZER_FILES: [&str; 5] = [
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "generation_config.json",
+];
+
+/// Token ids under `key` of a config: one id or a list.
+fn ids(v: &serde_json::Value, key: &str) -> Vec<u32> {
+    match v.get(key) {
+        Some(serde_json::Value::Array(a)) => a
+            .iter()
+            .filter_map(serde_json::Value::as_u64)
+            .map(|n| n as u32)
+            .collect(),
+        Some(other) => other.as_u64().map(|n| vec![n as u32]).unwrap_or_default(),
+        None => Vec::new(),
+    }
+}
+
+impl Supernet {
+    /// The files to write beside the exported decoder `onnx_name`: its
+    /// `genai_config.json` and, for a checkpoint folder, the tokenizer files.
+    pub fn decoder_files(&self, onnx_name: &str) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+        let cfg = crate::models::decoder_config(&self.base_path)?;
+        let dims = crate::models::llama::decoder_dims(&cfg)?;
+        let dir = self.base_path.is_dir().then_some(self.base_path.as_path());
+        let generation: serde_json::Value = dir
+            .and_then(|d| std::fs::read_to_string(d.join("generation_config.json")).ok())
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or(serde_json::Value::Null);
+        let mut eos = ids(&generation, "eos_token_id");
+        if eos.is_empty() {
+            eos = ids(&cfg.json, "eos_token_id");
+        }
+        let first = |key: &str| {
+            ids(&generation, key)
+                .first()
+                .or(ids(&cfg.json, key).first())
+                .copied()
+        };
+        let shape = crate::verify::generate::DecoderShape {
+            layers: dims.layers,
+            kv_heads: dims.kv_heads,
+            head_dim: dims.head_dim,
+            vocab: dims.vocab,
+            eos,
+            context_length: dims.max_positions,
+        };
+        let genai = crate::verify::generate::genai_config(
+            &shape,
+            &cfg.model_type,
+            dims.heads,
+            dims.hidden,
+            first("bos_token_id"),
+            first("pad_token_id"),
+            onnx_name,
+        );
+        let mut files = vec![(
+            crate::verify::generate::GENAI_CONFIG.to_string(),
+            serde_json::to_vec_pretty(&genai)?,
+        )];
+        if let Some(d) = dir {
+            for name in TOKENIZER_FILES {
+                let p = d.join(name);
+                if p.is_file() {
+                    files.push((
+                        name.to_string(),
+                        std::fs::read(&p).with_context(|| p.display().to_string())?,
+                    ));
+                }
+            }
+        }
+        Ok(files)
+    }
+}

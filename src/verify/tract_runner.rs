@@ -80,6 +80,45 @@ impl TractModel {
         })
     }
 
+    /// Loads `path` optimised for the shapes it declares, symbolic dimensions kept,
+    /// so that one plan runs every shape (a decoder's steps).
+    pub fn load_dynamic(path: &Path) -> Result<TractModel, VerifyError> {
+        let err = |msg: String| VerifyError {
+            file: path.to_path_buf(),
+            msg,
+        };
+        let model = tract_onnx::onnx()
+            .model_for_path(path)
+            .map_err(|e| err(format!("cannot load: {}", one_line(&e))))?;
+        let names: Vec<String> = model
+            .input_outlets()
+            .map_err(|e| err(one_line(&e)))?
+            .iter()
+            .map(|o| model.node(o.node).name.clone())
+            .collect();
+        let out_names: Vec<String> = model
+            .output_outlets()
+            .map_err(|e| err(one_line(&e)))?
+            .iter()
+            .map(|o| {
+                model
+                    .outlet_label(*o)
+                    .map(str::to_string)
+                    .unwrap_or_else(|| model.node(o.node).name.clone())
+            })
+            .collect();
+        let plan = model
+            .into_optimized()
+            .and_then(|m| m.into_runnable())
+            .map_err(|e| err(format!("cannot optimise: {}", one_line(&e))))?;
+        Ok(TractModel {
+            path: path.to_path_buf(),
+            plan,
+            inputs: names,
+            outputs: out_names,
+        })
+    }
+
     pub fn input_names(&self) -> &[String] {
         &self.inputs
     }
