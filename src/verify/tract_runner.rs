@@ -145,7 +145,22 @@ impl TractModel {
                     .into_tvalue(),
             );
         }
-        let out = self.plan.run(values).map_err(|e| err(one_line(&e)))?;
+        // tract panics on some bad inputs (a token id past the embedding table):
+        // that is the input's fault, reported as an error.
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.plan.run(values)));
+        let out = match run {
+            Ok(r) => r.map_err(|e| err(one_line(&e)))?,
+            Err(p) => {
+                let msg = p
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                return Err(err(format!(
+                    "failed on these inputs ({msg}); are the token ids within the vocabulary?"
+                )));
+            }
+        };
         out.iter()
             .zip(&self.outputs)
             .map(|(v, name)| from_tract(v).map_err(|e| err(format!("output '{name}': {e}"))))
