@@ -4,10 +4,13 @@
 
 Both sides answer the same chat prompt greedily with the same thread count:
 
-    python3 examples/generate_reference.py smollm2-135m-instruct/ --threads 2 \
+    python3 examples/generate_reference.py smollm2-135m-instruct/ --threads 1 \
         --prompt "What is the capital of France?" --max-new-tokens 64
     glora generate smol.onnx --chat --prompt "What is the capital of France?" \
-        --max-new-tokens 64          # RAYON_NUM_THREADS does not apply: tract is single-threaded
+        --max-new-tokens 64
+
+`glora generate` runs tract on one thread, so `--threads 1` is the like-for-like
+figure.
 
 Prints the new tokens, the prefill time (one forward of the prompt) and the decode
 rate: new tokens after the first, divided by the time after the prefill, as

@@ -66,8 +66,9 @@ fn tiny_llama(dir: &Path) {
 }
 
 /// With random adapters under a random config on every layer, the exported decoder
-/// decodes in tract, through its cache, the tokens our executor decodes from the
-/// adapted supernet without one, and the genai_config.json beside it describes it.
+/// decodes in tract and in onnxruntime (where Python has it), through its cache, the
+/// tokens our executor decodes from the adapted supernet without one, and the
+/// genai_config.json beside it describes it.
 #[test]
 fn exported_decoder_generates_what_the_adapted_supernet_generates() {
     let tmp = tempfile::tempdir().unwrap();
@@ -116,6 +117,21 @@ fn exported_decoder_generates_what_the_adapted_supernet_generates() {
         let want = executor_greedy(&net, &prompt, 12, &[63]);
         println!("prompt {prompt:?}: {:?}", got.tokens);
         assert_eq!(got.tokens, want, "prompt {prompt:?}");
+        // onnxruntime reads the same file and decodes the same tokens.
+        if let Some(py) = python_with(&["onnxruntime", "numpy"]) {
+            let script =
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/ort_generate.py");
+            let o = std::process::Command::new(py)
+                .arg(&script)
+                .arg(&onnx)
+                .arg(serde_json::to_string(&prompt).unwrap())
+                .arg("12")
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{}", stderr(&o));
+            let ort: Vec<u32> = serde_json::from_slice(&o.stdout).unwrap();
+            assert_eq!(ort, want, "onnxruntime, prompt {prompt:?}");
+        }
     }
 }
 
