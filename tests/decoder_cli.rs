@@ -195,6 +195,46 @@ fn smollm2_answers_as_transformers_does() {
     assert_eq!(ours, theirs);
 }
 
+/// A GGUF file alone is enough: its export carries the tokenizer and chat template
+/// from the metadata, and `glora generate --chat` answers with them.
+#[test]
+fn smollm2_gguf_exports_and_answers_on_its_own() {
+    let Some(gguf) = fixture("models/smollm2-135m-instruct.Q4_1.gguf") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let net_dir = tmp.path().join("smol.glora");
+    glora_ok(&["compile", path_str(&gguf), "-o", path_str(&net_dir)]);
+    let out_dir = tmp.path().join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    let onnx = out_dir.join("smol.onnx");
+    let out = glora_ok(&[
+        "export",
+        path_str(&net_dir),
+        "--random-config",
+        "-o",
+        path_str(&onnx),
+    ]);
+    for file in [
+        "genai_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "chat_template.jinja",
+    ] {
+        assert!(out_dir.join(file).is_file(), "{file}: {out}");
+    }
+    let out = glora_ok(&[
+        "generate",
+        path_str(&onnx),
+        "--prompt",
+        "What is the capital of France?",
+        "--chat",
+        "--max-new-tokens",
+        "12",
+    ]);
+    assert!(out.contains("The capital of France is Paris."), "{out}");
+}
+
 /// Bad input to `glora generate`: one line naming what is wrong.
 #[test]
 fn generate_errors_are_one_line() {

@@ -371,6 +371,55 @@ fn smollm2_gguf_equals_its_folder_and_transformers() {
     assert_eq!(from_gguf.max_positions, Some(8192));
 }
 
+/// The tokenizer and chat template in the SmolLM2 GGUF's metadata, written out as
+/// Hugging Face files, tokenize as the folder transformers' GGUF reader made does.
+#[test]
+fn smollm2_gguf_tokenizer_equals_its_folders() {
+    let Some(gguf) = fixture("models/smollm2-135m-instruct.Q4_1.gguf") else {
+        return;
+    };
+    let Some(done) = fixture("models/smollm2-135m-instruct/.complete") else {
+        return;
+    };
+    let folder = done.parent().unwrap();
+    let files = glora::models::gguf::GgufFile::open(&gguf)
+        .unwrap()
+        .tokenizer_files()
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, bytes) in &files {
+        std::fs::write(tmp.path().join(name), bytes).unwrap();
+    }
+    let ours = glora::data::TextTokenizer::from_dir(tmp.path()).unwrap();
+    let theirs = glora::data::TextTokenizer::from_dir(folder).unwrap();
+    for text in [
+        "What is the capital of France?",
+        "<|im_start|>user\nHi there!<|im_end|>\n<|im_start|>assistant\n",
+        "Numbers 1234567 and 3.14159, café naïve 東京 🙂",
+        "  leading spaces\tand\ttabs\n\n",
+    ] {
+        let a = ours.inner().encode(text, true).unwrap();
+        let b = theirs.inner().encode(text, true).unwrap();
+        assert_eq!(a.get_ids(), b.get_ids(), "{text:?}");
+        assert_eq!(
+            ours.inner().decode(a.get_ids(), false).unwrap(),
+            theirs.inner().decode(b.get_ids(), false).unwrap()
+        );
+    }
+    let template = std::fs::read_to_string(tmp.path().join("chat_template.jinja")).unwrap();
+    let want = std::fs::read_to_string(folder.join("chat_template.jinja")).unwrap();
+    assert_eq!(template.trim_end(), want.trim_end());
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tmp.path().join("tokenizer_config.json")).unwrap())
+            .unwrap();
+    let want: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(folder.join("tokenizer_config.json")).unwrap())
+            .unwrap();
+    for key in ["bos_token", "eos_token", "pad_token", "unk_token"] {
+        assert_eq!(cfg[key], want[key], "{key}");
+    }
+}
+
 /// Folders that are not checkpoints glora can build: one line naming the file and key.
 #[test]
 fn bad_checkpoints_are_named_errors() {

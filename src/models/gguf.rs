@@ -247,6 +247,139 @@ impl GgufFile {
     }
 }
 
+/// llama.cpp's token types: a control token (`<|im_start|>`) and a user-defined one.
+const TOKEN_CONTROL: i64 = 3;
+const TOKEN_USER_DEFINED: i64 = 4;
+
+impl GgufFile {
+    fn strings(&self, key: &str) -> Result<Vec<String>, ModelError> {
+        match self.get(key)? {
+            Value::Array(a) => a
+                .iter()
+                .enumerate()
+                .map(|(i, v)| match v {
+                    Value::String(s) => Ok(s.clone()),
+                    other => Err(self.error(format!(
+                        "metadata key '{key}' entry {i} is {other:?}, not a string"
+                    ))),
+                })
+                .collect(),
+            other => Err(self.error(format!("metadata key '{key}' is {other:?}, not a list"))),
+        }
+    }
+
+    fn token_types(&self, n: usize) -> Vec<i64> {
+        match self.content.metadata.get("tokenizer.ggml.token_type") {
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|v| v.to_i32().map(i64::from).unwrap_or(1))
+                .collect(),
+            _ => vec![1; n],
+        }
+    }
+
+    /// The Hugging Face tokenizer files this file's metadata describes, as
+    /// transformers' own GGUF reader makes them: `tokenizer.json` (a byte-level BPE
+    /// for llama.cpp's `gpt2` tokenizer model, control tokens as special added
+    /// tokens), `tokenizer_config.json` (the special tokens by name) and, when the
+    /// metadata has one, `chat_template.jinja`.
+    pub fn tokenizer_files(&self) -> Result<Vec<(String, Vec<u8>)>, ModelError> {
+        let model = self
+            .opt_string("tokenizer.ggml.model")?
+            .ok_or_else(|| self.error("metadata key 'tokenizer.ggml.model' is missing"))?;
+        if model != "gpt2" {
+            return Err(self.error(format!(
+                "tokenizer.ggml.model {model:?} is not supported yet (only \"gpt2\", byte-level BPE); pass --tokenizer DIR"
+            )));
+        }
+        let tokens = self.strings("tokenizer.ggml.tokens")?;
+        let merges = self.strings("tokenizer.ggml.merges")?;
+        let types = self.token_types(tokens.len());
+        let vocab: Map<String, Json> = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), json!(i)))
+            .collect();
+        let added: Vec<Json> = tokens
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| {
+                let ty = types.get(i).copied().unwrap_or(1);
+                (ty == TOKEN_CONTROL || ty == TOKEN_USER_DEFINED).then(|| {
+                    json!({"id": i, "content": t, "single_word": false, "lstrip": false,
+                           "rstrip": false, "normalized": ty != TOKEN_CONTROL,
+                           "special": ty == TOKEN_CONTROL})
+                })
+            })
+            .collect();
+        let byte_level = json!({"type": "ByteLevel", "add_prefix_space": false,
+                                "trim_offsets": true, "use_regex": true});
+        let token_of = |key: &str| -> Result<Option<String>, ModelError> {
+            Ok(self.opt_uint(key)?.and_then(|i| tokens.get(i).cloned()))
+        };
+        let bos = token_of("tokenizer.ggml.bos_token_id")?;
+        let add_bos = matches!(
+            self.content.metadata.get("tokenizer.ggml.add_bos_token"),
+            Some(Value::Bool(true))
+        );
+        let single = match (&bos, add_bos) {
+            (Some(b), true) => json!([{"SpecialToken": {"id": b, "type_id": 0}},
+                                      {"Sequence": {"id": "A", "type_id": 0}}]),
+            _ => json!([{"Sequence": {"id": "A", "type_id": 0}}]),
+        };
+        let special_tokens = match (&bos, add_bos) {
+            (Some(b), true) => {
+                let id = self.opt_uint("tokenizer.ggml.bos_token_id")?;
+                json!({ b.clone(): {"id": b, "ids": [id], "tokens": [b]} })
+            }
+            _ => json!({}),
+        };
+        let tokenizer = json!({
+            "version": "1.0",
+            "truncation": null,
+            "padding": null,
+            "added_tokens": added,
+            "normalizer": null,
+            "pre_tokenizer": byte_level,
+            "post_processor": {"type": "TemplateProcessing", "single": single,
+                               "pair": [{"Sequence": {"id": "A", "type_id": 0}},
+                                        {"Sequence": {"id": "B", "type_id": 1}}],
+                               "special_tokens": special_tokens},
+            "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true,
+                        "use_regex": true},
+            "model": {"type": "BPE", "dropout": null, "unk_token": null,
+                      "continuing_subword_prefix": "", "end_of_word_suffix": "",
+                      "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+                      "vocab": vocab, "merges": merges}
+        });
+        let mut config = Map::new();
+        for (key, name) in [
+            ("tokenizer.ggml.bos_token_id", "bos_token"),
+            ("tokenizer.ggml.eos_token_id", "eos_token"),
+            ("tokenizer.ggml.padding_token_id", "pad_token"),
+            ("tokenizer.ggml.unknown_token_id", "unk_token"),
+        ] {
+            if let Some(t) = token_of(key)? {
+                config.insert(name.into(), json!(t));
+            }
+        }
+        let mut files = vec![
+            (
+                "tokenizer.json".to_string(),
+                serde_json::to_vec(&tokenizer).unwrap_or_default(),
+            ),
+            (
+                "tokenizer_config.json".to_string(),
+                serde_json::to_vec_pretty(&Json::Object(config)).unwrap_or_default(),
+            ),
+        ];
+        if let Some(t) = self.opt_string("tokenizer.chat_template")? {
+            files.push(("chat_template.jinja".to_string(), t.as_bytes().to_vec()));
+        }
+        Ok(files)
+    }
+}
+
 /// The tensor types candle-core dequantises.
 const SUPPORTED_TYPES: &str =
     "F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K";

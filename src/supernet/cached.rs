@@ -192,7 +192,8 @@ fn ids(v: &serde_json::Value, key: &str) -> Vec<u32> {
 
 impl Supernet {
     /// The files to write beside the exported decoder `onnx_name`: its
-    /// `genai_config.json` and, for a checkpoint folder, the tokenizer files.
+    /// `genai_config.json` and the tokenizer files (a checkpoint folder's, copied, or
+    /// those a GGUF file's metadata describes).
     pub fn decoder_files(&self, onnx_name: &str) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
         let cfg = crate::models::decoder_config(&self.base_path)?;
         let dims = crate::models::llama::decoder_dims(&cfg)?;
@@ -232,6 +233,16 @@ impl Supernet {
             crate::verify::generate::GENAI_CONFIG.to_string(),
             serde_json::to_vec_pretty(&genai)?,
         )];
+        if dir.is_none() {
+            // A GGUF file: its metadata's tokenizer and chat template, as transformers
+            // reads them. A tokenizer model it cannot describe is left out, and
+            // `glora generate` then asks for --tokenizer.
+            if let Ok(tok) = crate::models::gguf::GgufFile::open(&self.base_path)
+                .and_then(|f| f.tokenizer_files())
+            {
+                files.extend(tok);
+            }
+        }
         if let Some(d) = dir {
             for name in TOKENIZER_FILES {
                 let p = d.join(name);
