@@ -293,6 +293,7 @@ pub fn inputs(g: &Graph, flags: &InputFlags) -> anyhow::Result<Vec<(String, Tens
     }
     let concrete = concrete_input_shapes(g, &shapes, flags.batch, flags.seq)?;
     let mut out = random_inputs(&concrete, flags.seed);
+    crate::verify::apply_index_bounds(&mut out, &crate::verify::index_bounds(g));
     for (name, t) in given {
         let slot = out
             .iter_mut()

@@ -142,9 +142,62 @@ pub fn concrete_input_shapes(
     Ok(out)
 }
 
+/// For each integer input of `g` that indexes a constant table directly (a token
+/// embedding's `Gather`), the number of rows the smallest such table has: random
+/// ids must stay below it.
+pub fn index_bounds(g: &Graph) -> Vec<(String, i64)> {
+    let mut out = Vec::new();
+    for &id in &g.inputs {
+        let mut bound: Option<i64> = None;
+        for (consumer, slot) in g.consumers(crate::ir::Port::new(id, 0)) {
+            let node = g.node(consumer);
+            let crate::ir::Op::Gather { axis } = node.op else {
+                continue;
+            };
+            let table = g.input(consumer, 0).map(|p| &g.node(p.node).op);
+            if slot != 1 {
+                continue;
+            }
+            if let Some(crate::ir::Op::Const(t)) = table {
+                let rank = t.shape().len() as i64;
+                let axis = if axis < 0 { axis + rank } else { axis };
+                if let Some(&rows) = usize::try_from(axis).ok().and_then(|a| t.shape().get(a)) {
+                    let rows = rows as i64;
+                    bound = Some(bound.map_or(rows, |b| b.min(rows)));
+                }
+            }
+        }
+        if let Some(b) = bound.filter(|&b| b > 0) {
+            out.push((g.node(id).name.clone(), b));
+        }
+    }
+    out
+}
+
+/// Brings the integer values of the inputs `bounds` names below their bound (the
+/// remainder), so that random token ids index real rows.
+pub fn apply_index_bounds(inputs: &mut [(String, Tensor)], bounds: &[(String, i64)]) {
+    for (name, t) in inputs.iter_mut() {
+        let Some((_, b)) = bounds.iter().find(|(n, _)| n == name) else {
+            continue;
+        };
+        let data = match t.data() {
+            TensorData::I64(v) => TensorData::I64(v.iter().map(|x| x.rem_euclid(*b)).collect()),
+            TensorData::I32(v) => TensorData::I32(
+                v.iter()
+                    .map(|x| (i64::from(*x).rem_euclid(*b)) as i32)
+                    .collect(),
+            ),
+            _ => continue,
+        };
+        *t = Tensor::new(t.shape().to_vec(), data).expect("same length");
+    }
+}
+
 /// Seeded random values for each input. Floats are standard normal; integer inputs
 /// whose name mentions a mask get ones, type ids get zeros, anything else (token ids,
-/// indices) gets values in `0..100`, which every vocabulary we meet covers.
+/// indices) gets values in `0..100`, which [`apply_index_bounds`] brings below a
+/// smaller embedding table's row count.
 pub fn random_inputs(shapes: &[(String, DType, Vec<usize>)], seed: u64) -> Vec<(String, Tensor)> {
     let mut rng = StdRng::seed_from_u64(seed);
     shapes
@@ -265,5 +318,64 @@ mod tests {
         let x = a[0].1.as_f32().unwrap();
         let mean = x.iter().sum::<f32>() / x.len() as f32;
         assert!(mean.abs() < 1.5 && x.iter().any(|&v| v < 0.0) && x.iter().any(|&v| v > 0.0));
+    }
+}
+
+#[cfg(test)]
+mod index_tests {
+    use super::*;
+    use crate::ir::{Op, Port, Shape, TensorType};
+
+    /// `input_ids` indexes a 7-row embedding table and a 5-row one; `other` feeds
+    /// only arithmetic.
+    fn embedding_graph() -> Graph {
+        let mut g = Graph::new("t");
+        let ty = || TensorType::new(DType::I64, Shape(vec![Dim::sym("b"), Dim::sym("s")]));
+        let ids = g.add_input("input_ids", ty());
+        let other = g.add_input("other", ty());
+        let mut outs = Vec::new();
+        for (name, rows) in [("big", 7usize), ("small", 5)] {
+            let table = g.add_const(
+                name,
+                Tensor::from_f32(vec![rows, 2], vec![0.5; rows * 2]).unwrap(),
+            );
+            let gather = g.add_op(
+                format!("{name}_gather"),
+                Op::Gather { axis: 0 },
+                &[Some(Port::new(table, 0)), Some(Port::new(ids, 0))],
+                &[&format!("{name}_out")],
+            );
+            outs.push(Port::new(gather, 0));
+        }
+        let add = g.add_op(
+            "add",
+            Op::Binary(crate::ir::BinaryOp::Add),
+            &[Some(Port::new(other, 0)), Some(Port::new(other, 0))],
+            &["sum"],
+        );
+        outs.push(Port::new(add, 0));
+        g.outputs = outs;
+        g
+    }
+
+    #[test]
+    fn token_ids_stay_below_the_smallest_table() {
+        let g = embedding_graph();
+        let bounds = index_bounds(&g);
+        assert_eq!(bounds, vec![("input_ids".to_string(), 5)]);
+        let mut inputs = vec![
+            (
+                "input_ids".to_string(),
+                Tensor::from_i64(vec![1, 4], vec![4, 5, 99, -1]).unwrap(),
+            ),
+            (
+                "other".to_string(),
+                Tensor::from_i64(vec![1, 2], vec![42, 99]).unwrap(),
+            ),
+        ];
+        apply_index_bounds(&mut inputs, &bounds);
+        // 5 mod 5 = 0, 99 mod 5 = 4, −1 wraps to 4; `other` keeps its values.
+        assert_eq!(inputs[0].1.to_i64_vec(), [4, 0, 4, 4]);
+        assert_eq!(inputs[1].1.to_i64_vec(), [42, 99]);
     }
 }

@@ -11,6 +11,9 @@ mod predict;
 mod tract_runner;
 
 pub use compare::{Comparison, compare_outputs};
-pub use inputs::{InputError, bound_symbols, concrete_input_shapes, parse_shape, random_inputs};
+pub use inputs::{
+    InputError, apply_index_bounds, bound_symbols, concrete_input_shapes, index_bounds,
+    parse_shape, random_inputs,
+};
 pub use predict::{Prediction, exported_labels, predict_texts};
 pub use tract_runner::{TractModel, VerifyError};
