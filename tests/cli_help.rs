@@ -184,12 +184,12 @@ fn train_search_and_pipeline_take_the_same_data_flags() {
 fn plan_of(args: &[&str]) -> DataPlan {
     let cli = Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
     match cli.command {
-        Sub::Train(a) => a.data.plan().unwrap(),
-        Sub::Search(a) => a.data.plan().unwrap(),
+        Sub::Train(a) => a.data.plan(false).unwrap(),
+        Sub::Search(a) => a.data.plan(false).unwrap(),
         Sub::Pipeline(a) => DataPlan {
             test_fraction: a.test_fraction,
             test_limit: a.test_limit,
-            ..a.data.plan().unwrap()
+            ..a.data.plan(false).unwrap()
         },
         other => panic!("unexpected {other:?}"),
     }

@@ -448,6 +448,7 @@ fn random_batch(
         Features::Tokens(Tokens {
             ids,
             type_ids: None,
+            targets: None,
             pad_id: 0,
             max_length: a.seq,
         })

@@ -119,11 +119,27 @@ pub struct DataFlags {
     /// pretrained vision backbones expect (default: no normalisation).
     #[arg(long)]
     pub imagenet_norm: bool,
+    /// What the model is trained for: classify (a head, one label per example) or
+    /// causal-lm (next-token prediction on JSONL lines with "text", "prompt" and
+    /// "response", or "messages" rendered by the model's chat template; the loss is
+    /// taken on the text, the response or the assistant's turns). Default:
+    /// causal-lm for a decoder, classify otherwise.
+    #[arg(long, value_name = "TASK")]
+    pub task: Option<crate::train::Task>,
+    /// Causal-LM data: pack the examples end to end into sequences of --max-length
+    /// tokens instead of padding each one (default: one example per sequence).
+    #[arg(long)]
+    pub pack: bool,
 }
 
 impl DataFlags {
-    /// The carve these flags ask for, with no test split (`pipeline` adds its own).
-    pub fn plan(&self) -> anyhow::Result<DataPlan> {
+    /// The carve these flags ask for, with no test split (`pipeline` adds its own),
+    /// for a model that is a decoder or not.
+    pub fn plan(&self, is_decoder: bool) -> anyhow::Result<DataPlan> {
+        let task = crate::train::Task::resolve(self.task, is_decoder)?;
+        if self.pack && task != crate::train::Task::CausalLm {
+            anyhow::bail!("--pack packs language-model data; the task is {task}");
+        }
         let class_map = self
             .class_map
             .as_deref()
@@ -151,6 +167,8 @@ impl DataFlags {
                 },
                 tokenizer: self.tokenizer.clone(),
                 max_length: self.max_length,
+                causal_lm: task == crate::train::Task::CausalLm,
+                pack: self.pack,
             },
         })
     }

@@ -101,7 +101,8 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         data: DataPlan {
             test_fraction: a.test_fraction,
             test_limit: a.test_limit,
-            ..a.data.plan()?
+            ..a.data
+                .plan(crate::models::decoder_config(&a.model).is_ok())?
         },
         targets: a.layers.targets.clone(),
         exclude: a.layers.exclude.clone(),

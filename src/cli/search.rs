@@ -126,7 +126,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     if a.data.val_fraction <= 0.0 {
         bail!("the search scores configs on a validation split; --val-fraction must be above 0");
     }
-    let data = prepare_data(&a.data.data, &net, &a.data.plan()?)?;
+    let data = prepare_data(&a.data.data, &net, &a.data.plan(net.is_decoder())?)?;
     for w in &data.warnings {
         eprintln!("warning: {w}");
     }

@@ -1,6 +1,6 @@
 //! `glora train NAME.glora --data PATH`: trains a supernet's adapters (or its head, or
-//! every weight) on a labelled image dataset, with checkpoints, JSON-lines metrics and
-//! exact resume.
+//! every weight) on labelled images or texts, or a decoder on language-model data,
+//! with checkpoints, JSON-lines metrics and exact resume.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -49,8 +49,9 @@ pub struct Args {
     /// (default: every step of --epochs).
     #[arg(long, value_name = "STEPS")]
     pub steps: Option<u64>,
-    /// Images per step (the last partial batch of an epoch is left out).
-    #[arg(long, default_value_t = 32, value_name = "IMAGES")]
+    /// Examples (images, texts or sequences) per step (the last partial batch of an
+    /// epoch is left out).
+    #[arg(long, default_value_t = 32, value_name = "EXAMPLES")]
     pub batch: usize,
     /// Peak learning rate, reached at the end of the warm-up.
     #[arg(long, default_value_t = 1e-3)]
@@ -184,17 +185,32 @@ fn describe_examples(d: &crate::data::Dataset) -> String {
     }
 }
 
+/// The positions of a language-model dataset that have a target.
+fn target_tokens(d: &crate::data::Dataset) -> usize {
+    match &d.features {
+        crate::data::Features::Tokens(t) => t
+            .targets
+            .as_ref()
+            .map_or(0, |ts| ts.iter().flatten().filter(|&&v| v >= 0).count()),
+        crate::data::Features::Images(_) => 0,
+    }
+}
+
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let sp = common::spinner(format!("loading {}", a.supernet.display()));
     let net = Supernet::load(&a.supernet);
     sp.finish_and_clear();
     let mut net = net?;
-    let data = prepare_data(&a.data.data, &net, &a.data.plan()?)?;
+    let plan = a.data.plan(net.is_decoder())?;
+    let lm = plan.text.causal_lm;
+    let data = prepare_data(&a.data.data, &net, &plan)?;
     for w in &data.warnings {
         eprintln!("warning: {w}");
     }
     let (train, val) = (data.train, data.val);
-    ensure_head(&mut net, &a, &train.label_names)?;
+    if !lm {
+        ensure_head(&mut net, &a, &train.label_names)?;
+    }
     let rank = a.rank.unwrap_or(net.space.max_rank());
     let mode = match a.mode {
         Method::Supernet => Mode::Supernet,
@@ -243,12 +259,16 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     };
     let files = RunFiles::in_artifact(&a.supernet, a.metrics.as_deref());
     println!(
-        "training {} ({}) on {} {} ({} classes), validating on {}",
+        "training {} ({}) on {} {}{}, validating on {}",
         a.supernet.display(),
         a.mode,
         train.n,
         describe_examples(&train),
-        train.num_classes,
+        if lm {
+            format!(" ({} target tokens)", target_tokens(&train))
+        } else {
+            format!(" ({} classes)", train.num_classes)
+        },
         val.as_ref().map_or(0, |v| v.n)
     );
     match &mode {
@@ -266,8 +286,22 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         "steps {}, last loss {:.4}, {:.1} samples/s",
         summary.steps, summary.last_loss, summary.samples_per_s
     );
-    if let (Some(acc), Some(loss)) = (summary.val_accuracy, summary.val_loss) {
-        println!("validation accuracy {acc:.4}, loss {loss:.4}");
+    match (summary.val_accuracy, summary.val_loss) {
+        (Some(acc), Some(loss)) if lm => {
+            if let Some(before) = summary.val_loss_before {
+                println!(
+                    "validation perplexity {:.3} before training, {:.3} after",
+                    f64::from(before).exp(),
+                    f64::from(loss).exp()
+                );
+            }
+            println!(
+                "validation loss {loss:.4} per token, perplexity {:.3}, next-token accuracy {acc:.4}",
+                f64::from(loss).exp()
+            )
+        }
+        (Some(acc), Some(loss)) => println!("validation accuracy {acc:.4}, loss {loss:.4}"),
+        _ => {}
     }
     println!(
         "wrote {} (checkpoint {}, metrics {})",

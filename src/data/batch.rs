@@ -5,7 +5,7 @@
 //! are built at, and cuts batches. Trainer, search and pipeline hold a layout and
 //! never ask whether they feed pixels or tokens.
 
-use super::{DataError, Dataset, Features};
+use super::{DataError, Dataset, Features, IGNORE_INDEX};
 use crate::ir::{Graph, Tensor};
 
 /// Names of the token inputs Hugging Face models (and their ONNX exports) take.
@@ -30,6 +30,9 @@ pub enum InputLayout {
         type_ids: Option<String>,
         length: usize,
         pad_id: u32,
+        /// Language modelling: every position has a target, so the labels are
+        /// `[batch × length]` rather than one per example.
+        per_token: bool,
     },
 }
 
@@ -79,6 +82,7 @@ impl InputLayout {
                     type_ids: has(TOKEN_TYPE_IDS).then(|| TOKEN_TYPE_IDS.to_string()),
                     length,
                     pad_id: t.pad_id,
+                    per_token: t.targets.is_some(),
                 })
             }
         }
@@ -122,6 +126,59 @@ impl InputLayout {
                 .into_iter()
                 .flatten()
                 .map(|n| (n.clone(), vec![batch, *length]))
+                .collect(),
+        }
+    }
+
+    /// The shape of a batch's labels: one per example, or one per position for
+    /// language modelling.
+    pub fn label_shape(&self, batch: usize) -> Vec<usize> {
+        match self {
+            InputLayout::Tokens {
+                per_token: true,
+                length,
+                ..
+            } => vec![batch * length],
+            _ => vec![batch],
+        }
+    }
+
+    /// The labels of examples `idx` of `data`, laid out as [`InputLayout::label_shape`]
+    /// says: each example's class, or each position's next-token target with
+    /// [`IGNORE_INDEX`] on padding.
+    pub fn labels(&self, data: &Dataset, idx: &[usize]) -> Result<Vec<i64>, DataError> {
+        let out_of_range =
+            |i: usize| DataError::Invalid(format!("example {i} is outside {} examples", data.n));
+        match (self, &data.features) {
+            (
+                InputLayout::Tokens {
+                    per_token: true,
+                    length,
+                    ..
+                },
+                Features::Tokens(t),
+            ) => {
+                let targets = t.targets.as_ref().ok_or_else(|| {
+                    DataError::Invalid("the data have no next-token targets".into())
+                })?;
+                let mut out = vec![i64::from(IGNORE_INDEX); idx.len() * length];
+                for (row, &i) in idx.iter().enumerate() {
+                    let seq = targets.get(i).ok_or_else(|| out_of_range(i))?;
+                    let keep = seq.len().min(*length);
+                    for (k, &v) in seq[..keep].iter().enumerate() {
+                        out[row * length + k] = i64::from(v);
+                    }
+                }
+                Ok(out)
+            }
+            _ => idx
+                .iter()
+                .map(|&i| {
+                    data.labels
+                        .get(i)
+                        .map(|&l| i64::from(l))
+                        .ok_or_else(|| out_of_range(i))
+                })
                 .collect(),
         }
     }
@@ -175,6 +232,7 @@ impl InputLayout {
                     type_ids,
                     length,
                     pad_id,
+                    ..
                 },
                 Features::Tokens(t),
             ) => {
@@ -244,6 +302,7 @@ mod tests {
                 vec![101, 5, 6, 7, 8, 9, 4, 3, 2, 102],
             ],
             type_ids: Some(vec![vec![0, 0, 1, 1], vec![0, 0, 0], vec![0; 10]]),
+            targets: None,
             pad_id: 0,
             max_length: 512,
         };
@@ -279,10 +338,37 @@ mod tests {
             type_ids: None,
             length: 3,
             pad_id: 0,
+            per_token: false,
         };
         let b = short.batch(&data, &[2]).unwrap();
         assert_eq!(b.len(), 1);
         assert_eq!(b[0].1.to_i64_vec(), [101, 5, 6]);
+    }
+
+    #[test]
+    fn language_model_labels_are_per_position_and_ignore_padding() {
+        let tokens = Tokens {
+            ids: vec![vec![5, 6, 7], vec![8, 9, 10, 11, 12]],
+            type_ids: None,
+            targets: Some(vec![vec![6, 7, IGNORE_INDEX], vec![-100, 10, 11, 12, -100]]),
+            pad_id: 0,
+            max_length: 512,
+        };
+        let data = Dataset::numbered(Features::Tokens(tokens), vec![0, 0]);
+        let layout =
+            InputLayout::for_model(&text_model(&[INPUT_IDS, ATTENTION_MASK]), &data).unwrap();
+        // Padded to 8: labels are [2 × 8], the padding ignored.
+        assert_eq!(layout.label_shape(2), vec![16]);
+        let l = layout.labels(&data, &[1, 0]).unwrap();
+        let ig = i64::from(IGNORE_INDEX);
+        assert_eq!(
+            l,
+            [ig, 10, 11, 12, ig, ig, ig, ig, 6, 7, ig, ig, ig, ig, ig, ig]
+        );
+        // Classification data keep one label per example.
+        let cls = InputLayout::for_model(&text_model(&[INPUT_IDS]), &texts()).unwrap();
+        assert_eq!(cls.label_shape(3), vec![3]);
+        assert_eq!(cls.labels(&texts(), &[2, 0]).unwrap(), [1, 0]);
     }
 
     fn capped_text_layout() -> InputLayout {

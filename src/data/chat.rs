@@ -111,6 +111,21 @@ impl ChatTemplate {
         })
     }
 
+    /// The template of the tokenizer folder `dir` as [`ChatTemplate::from_dir`]
+    /// reads it, or `None` when the folder has none; a template that is there but
+    /// unreadable is still an error.
+    pub fn find(dir: &Path) -> Result<Option<ChatTemplate>, TextDataError> {
+        match ChatTemplate::from_dir(dir) {
+            Ok(t) => Ok(Some(t)),
+            // Only "no template at all" names the folder itself; every other
+            // failure names the file at fault.
+            Err(TextDataError::Content {
+                path, line: None, ..
+            }) if path == dir => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// A template given as text, with no special tokens (tests, GGUF metadata).
     pub fn from_source(source: &str, path: &Path) -> ChatTemplate {
         ChatTemplate {

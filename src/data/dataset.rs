@@ -65,11 +65,16 @@ impl Images {
 }
 
 /// Tokenised texts: the ids of each example (special tokens included, not padded),
-/// and its token type ids where the tokenizer makes them.
+/// its token type ids where the tokenizer makes them, and for language modelling
+/// the target of every position.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tokens {
     pub ids: Vec<Vec<u32>>,
     pub type_ids: Option<Vec<Vec<u32>>>,
+    /// Causal-LM data: for each position of each example, the id the model is to
+    /// predict there (the next token), or [`IGNORE_INDEX`] where no loss is taken
+    /// (prompts, the last position). `None` for classification data.
+    pub targets: Option<Vec<Vec<i32>>>,
     /// The id padding positions get.
     pub pad_id: u32,
     /// The length the texts were truncated to, which padding never exceeds.
@@ -82,6 +87,10 @@ impl Tokens {
         Tokens {
             ids: pick(&self.ids),
             type_ids: self.type_ids.as_ref().map(pick),
+            targets: self
+                .targets
+                .as_ref()
+                .map(|t| indices.iter().map(|&i| t[i].clone()).collect()),
             pad_id: self.pad_id,
             max_length: self.max_length,
         }
@@ -92,6 +101,10 @@ impl Tokens {
         self.ids.iter().map(Vec::len).max().unwrap_or(0)
     }
 }
+
+/// The target of a position that takes no part in the loss (PyTorch's default
+/// `ignore_index`); the loss leaves out every row with a negative label.
+pub const IGNORE_INDEX: i32 = -100;
 
 /// The inputs of every example of a dataset.
 #[derive(Debug, Clone, PartialEq)]
@@ -105,11 +118,17 @@ impl Features {
     fn count(&self) -> Option<usize> {
         match self {
             Features::Images(im) => im.count(),
-            Features::Tokens(t) => match &t.type_ids {
-                Some(ty) if ty.len() != t.ids.len() => None,
-                Some(ty) if ty.iter().zip(&t.ids).any(|(a, b)| a.len() != b.len()) => None,
-                _ => Some(t.ids.len()),
-            },
+            Features::Tokens(t) => {
+                let aligned = |lens: Vec<usize>| {
+                    lens.len() == t.ids.len() && lens.iter().zip(&t.ids).all(|(a, b)| *a == b.len())
+                };
+                let lens = |v: &Vec<Vec<u32>>| v.iter().map(Vec::len).collect();
+                let ok = t.type_ids.as_ref().is_none_or(|v| aligned(lens(v)))
+                    && t.targets
+                        .as_ref()
+                        .is_none_or(|v| aligned(v.iter().map(Vec::len).collect()));
+                ok.then_some(t.ids.len())
+            }
         }
     }
 

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 
 use super::{
-    Dataset, Features, FolderOptions, LabelSet, TableFormat, TextColumns, TextData, TextTokenizer,
-    Tokens,
+    Dataset, Features, FolderOptions, LabelSet, LmOptions, TableFormat, TextColumns, TextData,
+    TextTokenizer, Tokens,
 };
 
 /// The splits a dataset comes with.
@@ -37,6 +37,9 @@ pub struct TextSource<'a> {
     /// says how to give one.
     pub tokenizer: Option<&'a TextTokenizer>,
     pub max_length: usize,
+    /// Causal language modelling: the data are JSONL texts, prompt/response pairs
+    /// or chats with next-token targets, not labelled texts.
+    pub lm: Option<LmOptions<'a>>,
 }
 
 /// Whether `path` holds texts rather than images: a TSV or JSONL table, a CSV whose
@@ -144,6 +147,7 @@ fn encode(
     let features = Features::Tokens(Tokens {
         ids,
         type_ids: Some(type_ids),
+        targets: None,
         pad_id: tokenizer.pad_id().unwrap_or(0),
         max_length: text.max_length,
     });
@@ -185,6 +189,40 @@ fn open_texts(path: &Path, text: &TextSource<'_>) -> anyhow::Result<DataSplits> 
     })
 }
 
+/// The causal-LM examples of the JSONL file `path`, and what reading left out.
+fn open_lm(
+    path: &Path,
+    text: &TextSource<'_>,
+    opts: LmOptions<'_>,
+) -> anyhow::Result<(Dataset, Vec<String>)> {
+    let tokenizer = text.tokenizer.with_context(|| {
+        format!(
+            "{}: language-model data needs a tokenizer; the model has none beside it, so pass --tokenizer DIR",
+            path.display()
+        )
+    })?;
+    if !path.is_file() || TableFormat::from_path(path) != Some(TableFormat::Jsonl) {
+        bail!(
+            "{}: language-model data is a JSONL file (.jsonl) whose lines hold \"text\", \"prompt\" and \"response\", or \"messages\"",
+            path.display()
+        );
+    }
+    let data = super::read_lm_data(path, tokenizer, text.max_length, opts)?;
+    let r = &data.report;
+    let mut warnings = Vec::new();
+    if r.skipped_untrained > 0 {
+        warnings.push(format!(
+            "{}: skipped {} example{} with no token to train on within {} tokens (the first at line {})",
+            path.display(),
+            r.skipped_untrained,
+            if r.skipped_untrained == 1 { "" } else { "s" },
+            text.max_length,
+            r.first_untrained.unwrap_or(0)
+        ));
+    }
+    Ok((data.dataset, warnings))
+}
+
 /// Reads the test split at `path`, given apart from the training data (`--test-data`),
 /// in the classes of `train`: a label `train` does not have is an error naming its
 /// file and line.
@@ -193,6 +231,9 @@ pub fn open_test_data(
     train: &Dataset,
     text: &TextSource<'_>,
 ) -> anyhow::Result<(Dataset, Vec<String>)> {
+    if let Some(opts) = text.lm {
+        return open_lm(path, text, opts);
+    }
     if matches!(train.features, Features::Tokens(_)) {
         let texts = read_texts(path, text)?;
         let labels = LabelSet::from_labels(train.label_names.iter().map(String::as_str));
@@ -233,6 +274,14 @@ fn ends_with(path: &Path, suffix: &str) -> bool {
 /// Reads the dataset at `path`; texts are read and tokenised as `text` says.
 pub fn open_data(path: &Path, text: &TextSource<'_>) -> anyhow::Result<DataSplits> {
     let ctx = || path.display().to_string();
+    if let Some(opts) = text.lm {
+        let (train, warnings) = open_lm(path, text, opts)?;
+        return Ok(DataSplits {
+            train,
+            test: None,
+            warnings,
+        });
+    }
     if path.exists() && is_text(path, text.columns) {
         return open_texts(path, text);
     }

@@ -41,12 +41,18 @@ impl Encoded {
     }
 }
 
+/// The byte range `[start, end)` of the text a token covers.
+pub type Offset = (usize, usize);
+
 /// A tokenizer loaded from a `tokenizer.json`.
 #[derive(Debug, Clone)]
 pub struct TextTokenizer {
     tokenizer: Tokenizer,
     path: PathBuf,
     pad_id: Option<u32>,
+    /// The id of `tokenizer_config.json`'s `eos_token`: what a language model
+    /// learns to end a text with.
+    eos_id: Option<u32>,
     model_max_length: Option<usize>,
 }
 
@@ -140,6 +146,9 @@ impl TextTokenizer {
             })
             .or_else(|| tokenizer.token_to_id("[PAD]"))
             .or_else(|| tokenizer.token_to_id("<pad>"));
+        let eos_id = config
+            .and_then(|c| c.eos_token.as_deref())
+            .and_then(|t| tokenizer.token_to_id(t));
         tokenizer.with_padding(None);
         tokenizer
             .with_truncation(None)
@@ -161,8 +170,36 @@ impl TextTokenizer {
             tokenizer,
             path: path.to_path_buf(),
             pad_id,
+            eos_id,
             model_max_length: config.and_then(|c| c.model_max_length),
         })
+    }
+
+    /// The end-of-text id, when `tokenizer_config.json` names one.
+    pub fn eos_id(&self) -> Option<u32> {
+        self.eos_id
+    }
+
+    /// The ids of `text` with the byte range of the text each one covers (empty for
+    /// a special token the post-processor added), special tokens added when
+    /// `add_special`; nothing truncated.
+    pub fn encode_with_offsets(
+        &self,
+        text: &str,
+        add_special: bool,
+    ) -> Result<(Vec<u32>, Vec<Offset>), TextDataError> {
+        let fail = |what: String| TextDataError::file(&self.path, format!("cannot encode: {what}"));
+        let encoding = catch_unwind(AssertUnwindSafe(|| {
+            self.tokenizer.encode(text, add_special)
+        }))
+        .map_err(|p| {
+            fail(format!(
+                "the tokenizers crate panicked: {}",
+                panic_message(&*p)
+            ))
+        })?
+        .map_err(|e| fail(e.to_string()))?;
+        Ok((encoding.get_ids().to_vec(), encoding.get_offsets().to_vec()))
     }
 
     /// The `tokenizer.json` this was loaded from.
@@ -295,6 +332,7 @@ impl TextTokenizer {
 struct TokenizerConfig {
     model_max_length: Option<usize>,
     pad_token: Option<String>,
+    eos_token: Option<String>,
 }
 
 fn read_tokenizer_config(path: &Path) -> Result<TokenizerConfig, TextDataError> {
@@ -328,13 +366,14 @@ fn read_tokenizer_config(path: &Path) -> Result<TokenizerConfig, TextDataError> 
         }
     };
     // Newer files write added tokens as objects: {"content": "[PAD]", ...}.
-    let pad_token = match map.get("pad_token") {
+    let token = |key: &str| match map.get(key) {
         Some(Value::String(s)) => Some(s.clone()),
         Some(Value::Object(o)) => o.get("content").and_then(Value::as_str).map(str::to_string),
         _ => None,
     };
     Ok(TokenizerConfig {
         model_max_length,
-        pad_token,
+        pad_token: token("pad_token"),
+        eos_token: token("eos_token"),
     })
 }

@@ -1015,15 +1015,30 @@ fn grad_cases(c: &mut Cases) -> anyhow::Result<()> {
         });
         c.push(name, op, 1, some(vec![x, dy]));
     }
-    for (n, k) in [(37, 10), (16, 100)] {
+    // The last case ignores every third row (a language model's prompt and padding).
+    for (n, k, ignored) in [(37, 10, false), (16, 100, false), (24, 50, true)] {
         for label_smoothing in [0.0, 0.1] {
             let logits = c.uniform(&[n, k], -3.0, 3.0)?;
-            let labels = c.labels(n, k);
-            let name = format!("SoftmaxCrossEntropy/[{n},{k}] smoothing={label_smoothing}");
+            let mut labels = c.labels(n, k);
+            if ignored {
+                let v = labels.to_i64_vec();
+                let v = v
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &l)| if i % 3 == 1 { -100 } else { l });
+                labels = Tensor::vec_i64(v.collect());
+            }
+            let name = format!(
+                "SoftmaxCrossEntropy/[{n},{k}]{} smoothing={label_smoothing}",
+                if ignored { " ignoring rows" } else { "" }
+            );
             let op = Op::Grad(GradOp::SoftmaxCrossEntropy { label_smoothing });
             c.push(name, op, 1, some(vec![logits.clone(), labels.clone()]));
             let dloss = Tensor::scalar_f32(c.rng.random_range(0.5..2.0));
-            let name = format!("SoftmaxCrossEntropyGrad/[{n},{k}] smoothing={label_smoothing}");
+            let name = format!(
+                "SoftmaxCrossEntropyGrad/[{n},{k}]{} smoothing={label_smoothing}",
+                if ignored { " ignoring rows" } else { "" }
+            );
             let op = Op::Grad(GradOp::SoftmaxCrossEntropyGrad { label_smoothing });
             c.push(name, op, 1, some(vec![logits, labels, dloss]));
         }

@@ -124,8 +124,47 @@ pub fn make_weights_trainable(g: &mut Graph) -> usize {
     count
 }
 
-/// Builds the training graph of `forward` (logits `[N, K]` as its only output) with
-/// its inputs at `shapes` (all of one batch size).
+/// `logits` as rows of the loss: `[N, K]` as they are; a language model's
+/// `[N, S, K]` reshaped to `[N·S, K]`, one row per position. Returns the rows and
+/// how many there are.
+fn loss_rows(g: &mut Graph, logits: Port) -> anyhow::Result<(Port, usize)> {
+    let ty = g
+        .value_type(logits)
+        .cloned()
+        .ok_or_else(|| anyhow!("the logits have no known type"))?;
+    let dims: Vec<usize> = ty
+        .shape
+        .dims()
+        .iter()
+        .map(|d| d.known())
+        .collect::<Option<_>>()
+        .ok_or_else(|| anyhow!("the logits' shape {} is not fixed", ty.shape))?;
+    match dims.as_slice() {
+        [n, _] => Ok((logits, *n)),
+        [n, s, k] => {
+            let shape = g.add_const(
+                "glora_loss_rows_shape",
+                Tensor::vec_i64(vec![(n * s) as i64, *k as i64]),
+            );
+            let rows = g.add_op(
+                "glora_loss_rows",
+                Op::Reshape { allowzero: false },
+                &[Some(logits), Some(Port::new(shape, 0))],
+                &["glora_loss_rows"],
+            );
+            Ok((Port::new(rows, 0), n * s))
+        }
+        _ => bail!(
+            "the logits are {}; the loss takes [batch, classes] or a language model's [batch, sequence, vocabulary]",
+            ty.shape
+        ),
+    }
+}
+
+/// Builds the training graph of `forward` (logits `[N, K]`, or a language model's
+/// `[N, S, K]`, as its only output) with its inputs at `shapes` (all of one batch
+/// size). The labels input holds one label per row of the loss (`N`, or `N·S`:
+/// one target per position, negative where none); the logits output is those rows.
 pub fn build_training_graph(
     forward: &Graph,
     shapes: &[(String, Vec<usize>)],
@@ -138,7 +177,9 @@ pub fn build_training_graph(
         [p] => *p,
         _ => bail!("the forward graph must have one output, the logits"),
     };
-    let labels = g.add_input(LABELS, TensorType::new(DType::I64, Shape::known(&[batch])));
+    infer_types(&mut g).context("type inference of the forward graph")?;
+    let (logits, rows) = loss_rows(&mut g, logits)?;
+    let labels = g.add_input(LABELS, TensorType::new(DType::I64, Shape::known(&[rows])));
     let loss = g.add_op(
         "glora_loss",
         Op::Grad(GradOp::SoftmaxCrossEntropy { label_smoothing }),

@@ -96,6 +96,67 @@ pub fn softmax_cross_entropy_tensor(
     Ok((ce.loss, grad))
 }
 
+/// Sums over the rows of a batch that have a label: cross-entropy, rows whose
+/// argmax is the label, and how many rows that is.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RowScores {
+    pub loss_sum: f64,
+    pub correct: usize,
+    pub counted: usize,
+}
+
+impl RowScores {
+    pub fn add(&mut self, other: RowScores) {
+        self.loss_sum += other.loss_sum;
+        self.correct += other.correct;
+        self.counted += other.counted;
+    }
+
+    /// The mean loss per counted row (0 when none).
+    pub fn mean_loss(&self) -> f64 {
+        self.loss_sum / self.counted.max(1) as f64
+    }
+
+    /// The fraction of counted rows predicted right (0 when none).
+    pub fn accuracy(&self) -> f64 {
+        self.correct as f64 / self.counted.max(1) as f64
+    }
+}
+
+/// Scores `logits` rows of `classes` against `labels`, one per row; a negative
+/// label leaves its row out (a language model's prompt or padding position), as
+/// the training loss does.
+pub fn score_rows(logits: &[f32], classes: usize, labels: &[i64]) -> Result<RowScores, LossError> {
+    if classes == 0 || logits.len() != labels.len() * classes {
+        return Err(LossError::LogitsLength {
+            batch: labels.len(),
+            classes,
+            expected: labels.len() * classes,
+            got: logits.len(),
+        });
+    }
+    let mut s = RowScores::default();
+    for (sample, (row, &label)) in logits.chunks_exact(classes).zip(labels).enumerate() {
+        let Ok(label) = usize::try_from(label) else {
+            continue;
+        };
+        if label >= classes {
+            return Err(LossError::LabelRange {
+                sample,
+                label,
+                classes,
+            });
+        }
+        if let Some(class) = row.iter().position(|z| !z.is_finite()) {
+            return Err(LossError::NonFiniteLogit { sample, class });
+        }
+        s.loss_sum += log_sum_exp(row) - f64::from(row[label]);
+        s.correct += usize::from(argmax(row) == label);
+        s.counted += 1;
+    }
+    Ok(s)
+}
+
 /// Index of the largest logit of each row; ties go to the lowest index.
 pub fn argmax_rows(logits: &[f32], batch: usize, classes: usize) -> Result<Vec<usize>, LossError> {
     check_shape(logits, batch, classes)?;
@@ -226,6 +287,23 @@ mod tests {
 
     fn close(a: f64, b: f64, tol: f64) -> bool {
         (a - b).abs() <= tol * (1.0 + b.abs())
+    }
+
+    #[test]
+    fn row_scores_leave_out_negative_labels_by_hand() {
+        // Row 0: softmax [1/6, 2/6, 3/6], label 2: loss ln 2, right. Row 1 ignored.
+        // Row 2: [1, 1, 1], label 1: loss ln 3, argmax 0 (ties go low): wrong.
+        let (ln2, ln3) = (2f32.ln(), 3f32.ln());
+        let logits = [0.0, ln2, ln3, 9.0, 0.0, 0.0, 1.0, 1.0, 1.0];
+        let s = score_rows(&logits, 3, &[2, -100, 1]).unwrap();
+        assert_eq!((s.correct, s.counted), (1, 2));
+        assert!(close(s.loss_sum, 2f64.ln() + 3f64.ln(), 1e-6));
+        assert!(close(s.mean_loss(), (2f64.ln() + 3f64.ln()) / 2.0, 1e-6));
+        assert_eq!(s.accuracy(), 0.5);
+        assert!(score_rows(&logits, 3, &[2, 3, 1]).is_err());
+        assert!(score_rows(&logits, 3, &[2, 1]).is_err());
+        let none = score_rows(&logits, 3, &[-1, -1, -1]).unwrap();
+        assert_eq!((none.counted, none.mean_loss()), (0, 0.0));
     }
 
     #[test]

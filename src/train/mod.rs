@@ -1,4 +1,5 @@
-//! Training: a run's data carved and shaped for its model ([`prepare`]), the loss, the optimiser and the learning-rate
+//! Training: what a run trains for ([`task`]), its data carved and shaped for its
+//! model ([`prepare`]), the loss, the optimiser and the learning-rate
 //! schedule, the training graph ([`graph`]: forward, cross-entropy and the autodiff
 //! pass's gradients), the methods ([`mode`]) and the loop with its checkpoints
 //! ([`trainer`], [`checkpoint`]), and the parity check of a whole training step on
@@ -13,7 +14,9 @@ pub mod parity;
 pub mod prepare;
 pub mod schedule;
 pub mod step;
+pub mod task;
 pub mod trainer;
 
 pub use mode::{Method, Mode};
+pub use task::Task;
 pub use trainer::{RunFiles, TrainOptions, TrainSummary, train};

@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
+use crate::data::chat::ChatTemplate;
 use crate::data::{
-    Dataset, Features, FolderOptions, Preprocess, TextColumns, TextSource, TextTokenizer,
-    imagenet_stats, open_data, open_test_data,
+    Dataset, Features, FolderOptions, LmOptions, Preprocess, TextColumns, TextSource,
+    TextTokenizer, imagenet_stats, open_data, open_test_data,
 };
 use crate::supernet::Supernet;
 
@@ -49,6 +50,11 @@ pub struct TextPlan {
     /// Tokens a text is cut to, special tokens included (default: the model's
     /// limit, at most 512).
     pub max_length: Option<usize>,
+    /// Causal language modelling: JSONL texts, prompt/response pairs or chats.
+    pub causal_lm: bool,
+    /// Causal-LM examples are packed end to end into sequences of the maximum
+    /// length.
+    pub pack: bool,
 }
 
 /// The longest text a run feeds by default.
@@ -74,6 +80,17 @@ pub fn find_tokenizer(plan: &TextPlan, model: &Path) -> anyhow::Result<Option<Te
         return Ok(Some(TextTokenizer::from_dir(&dir)?));
     }
     Ok(None)
+}
+
+/// The folder the tokenizer files come from: `--tokenizer` (or its folder), else
+/// the model's folder (or the folder of its file).
+fn tokenizer_dir(plan: &TextPlan, model: &Path) -> PathBuf {
+    match &plan.tokenizer {
+        Some(t) if t.is_dir() => t.clone(),
+        Some(t) => t.parent().map(Path::to_path_buf).unwrap_or_default(),
+        None if model.is_dir() => model.to_path_buf(),
+        None => model.parent().map(Path::to_path_buf).unwrap_or_default(),
+    }
 }
 
 /// The length texts are cut to: `--max-length`, else the smallest of the tokenizer's
@@ -125,11 +142,20 @@ pub struct PreparedData {
 /// and the training subset as `plan` says.
 pub fn prepare_data(path: &Path, net: &Supernet, plan: &DataPlan) -> anyhow::Result<PreparedData> {
     let tokenizer = find_tokenizer(&plan.text, &net.base_path)?;
+    let template = if plan.text.causal_lm {
+        ChatTemplate::find(&tokenizer_dir(&plan.text, &net.base_path))?
+    } else {
+        None
+    };
     let text = TextSource {
         columns: &plan.text.columns,
         folder: &plan.text.folder,
         tokenizer: tokenizer.as_ref(),
         max_length: max_length(&plan.text, tokenizer.as_ref(), &net.base_path),
+        lm: plan.text.causal_lm.then_some(LmOptions {
+            template: template.as_ref(),
+            pack: plan.text.pack,
+        }),
     };
     let splits = open_data(path, &text)?;
     let mut warnings = splits.warnings;

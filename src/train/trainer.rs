@@ -23,7 +23,7 @@ use serde_json::json;
 
 use super::checkpoint::{self, Checkpoint};
 use super::graph::{build_eval_graph, build_training_graph, make_weights_trainable};
-use super::loss::{accuracy, softmax_cross_entropy};
+use super::loss::{RowScores, score_rows};
 use super::mode::Mode;
 use super::optim::{AdamW, AdamWConfig};
 use super::schedule::LrSchedule;
@@ -65,6 +65,9 @@ pub struct TrainSummary {
     pub last_loss: f32,
     pub val_accuracy: Option<f32>,
     pub val_loss: Option<f32>,
+    /// A language model's validation loss before its first step (runs that start
+    /// fresh), the baseline its perplexity is compared with.
+    pub val_loss_before: Option<f32>,
     pub samples_per_s: f64,
 }
 
@@ -106,22 +109,15 @@ pub fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
     order
 }
 
-/// A batch: the named inputs, the labels as the loss reads them, and as indices.
-type Batch = (Vec<(String, Tensor)>, Tensor, Vec<usize>);
+/// A batch: the named inputs, the labels as the loss reads them, and as values
+/// (one per row of the loss; negative where a position has no target).
+type Batch = (Vec<(String, Tensor)>, Tensor, Vec<i64>);
 
 /// The inputs and labels of the examples `idx` of `data`, as a batch.
 fn gather_batch(layout: &InputLayout, data: &Dataset, idx: &[usize]) -> anyhow::Result<Batch> {
     let x = layout.batch(data, idx)?;
-    let labels: Vec<usize> = idx
-        .iter()
-        .map(|&i| {
-            data.labels
-                .get(i)
-                .map(|&l| l as usize)
-                .ok_or_else(|| anyhow!("example {i} is out of range"))
-        })
-        .collect::<anyhow::Result<_>>()?;
-    let y = Tensor::from_i64(vec![idx.len()], labels.iter().map(|&l| l as i64).collect())?;
+    let labels = layout.labels(data, idx)?;
+    let y = Tensor::from_i64(layout.label_shape(idx.len()), labels.clone())?;
     Ok((x, y, labels))
 }
 
@@ -140,28 +136,40 @@ pub fn layout_for(forward: &Graph, splits: &[&Dataset]) -> anyhow::Result<InputL
 }
 
 /// The forward graph a mode trains: the supernet with its head, or the base model
-/// with its head for head-only and full fine-tuning.
+/// with its head for head-only and full fine-tuning. A decoder without a
+/// classification head trains as the language model it is: its own logits.
 pub fn forward_graph(net: &Supernet, mode: &Mode) -> anyhow::Result<Graph> {
-    if net.head.is_none() {
+    let graph = match mode {
+        Mode::Supernet | Mode::Fixed(_) => &net.graph,
+        Mode::HeadOnly | Mode::Full => &net.base,
+    };
+    if net.head.is_some() {
+        return net.with_head(graph.clone());
+    }
+    if !net.is_decoder() {
         bail!("the supernet has no classification head; attach one first");
     }
-    match mode {
-        Mode::Supernet | Mode::Fixed(_) => net.with_head(net.graph.clone()),
-        Mode::HeadOnly | Mode::Full => net.with_head(net.base.clone()),
+    if matches!(mode, Mode::HeadOnly) {
+        bail!(
+            "head-only training needs a classification head; a language model trains its adapters (or every weight with full)"
+        );
     }
+    Ok(graph.clone())
 }
 
 /// Runs the forward graph over `data` in batches of `batch` (the last one padded with
 /// copies of its first example, which are not counted) and hands `f` each batch's
-/// logits rows of the real examples, the logits per row, and their labels.
+/// logits rows of the real examples (one per example, or one per position of a
+/// language model), the logits per row, and the rows' labels.
 fn for_each_batch(
     session: &DeviceSession,
     layout: &InputLayout,
     data: &Dataset,
     batch: usize,
-    mut f: impl FnMut(&[f32], usize, &[usize]) -> anyhow::Result<()>,
+    mut f: impl FnMut(&[f32], usize, &[i64]) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let classes = data.num_classes;
+    let rows_per_example = layout.label_shape(1)[0];
     let mut start = 0;
     while start < data.n {
         let end = (start + batch).min(data.n);
@@ -170,34 +178,43 @@ fn for_each_batch(
         idx.resize(batch, start);
         let (x, _, labels) = gather_batch(layout, data, &idx)?;
         let logits = session.run(&x)?[0].to_f32_vec();
-        let k = logits.len() / batch;
+        let k = logits.len() / (batch * rows_per_example).max(1);
         if k < classes {
             bail!("the model gives {k} logits per sample but the data has {classes} classes");
         }
-        f(&logits[..real * k], k, &labels[..real])?;
+        let rows = real * rows_per_example;
+        f(&logits[..rows * k], k, &labels[..rows])?;
         start = end;
     }
     Ok(())
 }
 
-/// Accuracy and mean loss of the forward graph on `data`, in batches of `batch`.
+/// The scores of the forward graph on `data`, in batches of `batch`, summed over
+/// every row that has a label: examples, or a language model's target positions.
+pub fn evaluate_rows(
+    session: &DeviceSession,
+    layout: &InputLayout,
+    data: &Dataset,
+    batch: usize,
+) -> anyhow::Result<RowScores> {
+    let mut total = RowScores::default();
+    for_each_batch(session, layout, data, batch, |rows, k, labels| {
+        total.add(score_rows(rows, k, labels)?);
+        Ok(())
+    })?;
+    Ok(total)
+}
+
+/// Accuracy and mean loss of the forward graph on `data`, in batches of `batch`
+/// (per example; per target token for a language model).
 pub fn evaluate(
     session: &DeviceSession,
     layout: &InputLayout,
     data: &Dataset,
     batch: usize,
 ) -> anyhow::Result<(f32, f32)> {
-    let (mut correct, mut loss_sum) = (0.0f64, 0.0f64);
-    for_each_batch(session, layout, data, batch, |rows, k, labels| {
-        let real = labels.len();
-        let acc = accuracy(rows, real, k, labels)?;
-        let ce = softmax_cross_entropy(rows, real, k, labels, 0.0)?;
-        correct += f64::from(acc) * real as f64;
-        loss_sum += f64::from(ce.loss) * real as f64;
-        Ok(())
-    })?;
-    let n = data.n.max(1) as f64;
-    Ok(((correct / n) as f32, (loss_sum / n) as f32))
+    let s = evaluate_rows(session, layout, data, batch)?;
+    Ok((s.accuracy() as f32, s.mean_loss() as f32))
 }
 
 /// Counts of (true class, predicted class) over `data`: row `t`, column `p` holds the
@@ -212,6 +229,9 @@ pub fn confusion_matrix(
     let mut m = vec![vec![0usize; classes]; classes];
     for_each_batch(session, layout, data, batch, |rows, k, labels| {
         for (row, &t) in rows.chunks_exact(k).zip(labels) {
+            let Ok(t) = usize::try_from(t) else {
+                continue;
+            };
             let p = row[..classes]
                 .iter()
                 .enumerate()
@@ -358,6 +378,24 @@ pub fn train(
         }
     }
     let mut metrics = Metrics::open(&files.metrics, resume.then_some(start))?;
+    let mut val_loss_before = None;
+    if let Some(val) = val
+        && layout.label_shape(1)[0] > 1
+        && start == 0
+        && total > 0
+    {
+        // A language model has no chance level to read its loss against: its own
+        // loss before training is the baseline.
+        let (va, vl) = evaluate(&eval_session, &layout, val, opts.eval_batch.max(1))?;
+        metrics.write(json!({"step": 0, "epoch": 0, "val_loss": vl, "val_acc": va}))?;
+        if opts.progress {
+            println!(
+                "before training: val_loss {vl:.4} (perplexity {:.3}) val_acc {va:.4}",
+                f64::from(vl).exp()
+            );
+        }
+        val_loss_before = Some(vl);
+    }
     let bar = progress_bar(opts.progress, total, start);
     let mut order_epoch = u64::MAX;
     let mut order = Vec::new();
@@ -390,8 +428,8 @@ pub fn train(
         let loss = out.loss;
         last_loss = loss;
         let logits = out.logits.to_f32_vec();
-        let k = logits.len() / batch;
-        let acc = accuracy(&logits, batch, k, &labels)?;
+        let k = logits.len() / labels.len().max(1);
+        let acc = score_rows(&logits, k, &labels)?.accuracy() as f32;
         samples += batch as u64;
         let rate = samples as f64 / timer.elapsed().as_secs_f64().max(1e-9);
         metrics.write(json!({
@@ -431,6 +469,7 @@ pub fn train(
         last_loss,
         val_accuracy: val_result.map(|v| v.0),
         val_loss: val_result.map(|v| v.1),
+        val_loss_before,
         samples_per_s: samples as f64 / timer.elapsed().as_secs_f64().max(1e-9),
     })
 }

@@ -77,6 +77,7 @@ pub fn predict_texts(
         Features::Tokens(Tokens {
             ids,
             type_ids: Some(type_ids),
+            targets: None,
             pad_id: tokenizer.pad_id().unwrap_or(0),
             max_length,
         }),

@@ -73,8 +73,8 @@ kernels! {
     GLORA_C_GRADS = GLORA::"glora_c_grads"(P, P, P, P, P, L, L, I, I);
 
     XENT_ROWS = LOSS::"xent_rows"(P, P, P, L, L, D);
-    XENT_MEAN = LOSS::"xent_mean"(P, P, L);
-    XENT_GRAD_ROWS = LOSS::"xent_grad_rows"(P, P, P, P, L, L, F);
+    XENT_MEAN = LOSS::"xent_mean"(P, P, L, L);
+    XENT_GRAD_ROWS = LOSS::"xent_grad_rows"(P, P, P, P, L, L, L, F);
 
     ADAMW_MULTI = ADAMW::"adamw_multi"(P, D, D, D, D);
 }

@@ -1,6 +1,6 @@
-//! The fused classification loss on the GPU: softmax cross-entropy of `logits`
-//! `[N, K]` against integer `labels` `[N]` with label smoothing, averaged over the
-//! batch, and its gradient. Labels are checked on the host (from their mirror, or
+//! The fused loss on the GPU: softmax cross-entropy of `logits` `[N, K]` against
+//! integer `labels` `[N]` with label smoothing, averaged over the rows with a label
+//! (a negative label marks a row without one, as on the CPU), and its gradient. Labels are checked on the host (from their mirror, or
 //! a small download) and uploaded as i64; the incoming `dloss` stays on the device.
 
 use crate::ir::DType;
@@ -12,11 +12,13 @@ use super::layout::sh;
 use super::reduce::scratch_f64;
 use super::value::CudaValue;
 
-/// Batch size, class count and the checked labels on the device.
+/// Batch size, class count, the checked labels on the device and how many rows
+/// have one (at least 1: the divisor of the mean).
 struct Batch {
     n: usize,
     k: usize,
     labels: CudaValue,
+    counted: usize,
 }
 
 fn check_batch(
@@ -55,7 +57,7 @@ fn check_batch(
     }
     let values = dev.host_ints(labels, "labels")?;
     for (row, &v) in values.iter().enumerate() {
-        if v < 0 || v as u64 >= k as u64 {
+        if v >= 0 && v as u64 >= k as u64 {
             return Err(format!(
                 "label {v} of row {row} is out of range for {k} classes"
             ));
@@ -66,7 +68,13 @@ fn check_batch(
     } else {
         dev.upload_i64(&values)?
     };
-    Ok(Batch { n, k, labels })
+    let counted = values.iter().filter(|&&v| v >= 0).count().max(1);
+    Ok(Batch {
+        n,
+        k,
+        labels,
+        counted,
+    })
 }
 
 /// The scalar mean loss.
@@ -94,12 +102,17 @@ pub(crate) fn softmax_cross_entropy(
     dev.launch(
         &kernels::XENT_MEAN,
         Grid::Single,
-        &[Arg::Ptr(out.ptr()), Arg::Ptr(rows.ptr()), len(b.n)],
+        &[
+            Arg::Ptr(out.ptr()),
+            Arg::Ptr(rows.ptr()),
+            len(b.n),
+            len(b.counted),
+        ],
     )?;
     Ok(out)
 }
 
-/// `dlogits = dloss·(softmax − t)/N`.
+/// `dlogits = dloss·(softmax − t)/M` over the `M` labelled rows; 0 elsewhere.
 pub(crate) fn softmax_cross_entropy_grad(
     dev: &Device,
     logits: &CudaValue,
@@ -124,6 +137,7 @@ pub(crate) fn softmax_cross_entropy_grad(
             Arg::Ptr(b.labels.ptr()),
             Arg::Ptr(dloss.ptr()),
             len(b.n),
+            len(b.counted),
             len(b.k),
             Arg::F32(smoothing),
         ],

@@ -1,8 +1,11 @@
-//! The fused classification loss of a training graph: softmax cross-entropy of
-//! `logits` `[N, K]` against integer `labels` `[N]` with targets smoothed to
-//! `t = (1−ε)·onehot + ε/K`, averaged over the batch (a scalar f32), and its
-//! gradient `dlogits = dloss·(softmax − t)/N`. Rows use the max-shifted
-//! log-sum-exp; per-row losses are summed in f64 in row order.
+//! The fused loss of a training graph: softmax cross-entropy of `logits` `[N, K]`
+//! against integer `labels` `[N]` with targets smoothed to `t = (1−ε)·onehot + ε/K`,
+//! averaged over the rows that have a label (a scalar f32), and its gradient
+//! `dlogits = dloss·(softmax − t)/M`. A negative label marks a row without a target
+//! (a language model's padding and prompt positions, PyTorch's `ignore_index`): it
+//! adds nothing to the loss, gets a zero gradient and is not counted in `M`; with no
+//! labelled row at all the loss is 0. Rows use the max-shifted log-sum-exp; per-row
+//! losses are summed in f64 in row order.
 
 use rayon::prelude::*;
 
@@ -13,11 +16,17 @@ use crate::ir::DType;
 
 use super::float_dtype;
 
-/// Batch size, class count and the checked label of each row.
+/// Batch size, class count and the checked label of each row (`None`: ignored).
 struct Batch {
-    n: usize,
     k: usize,
-    labels: Vec<usize>,
+    labels: Vec<Option<usize>>,
+}
+
+impl Batch {
+    /// The rows the mean runs over, at least 1.
+    fn counted(&self) -> usize {
+        self.labels.iter().filter(|l| l.is_some()).count().max(1)
+    }
 }
 
 fn check_batch(logits: &CpuValue, labels: &CpuValue, smoothing: f32) -> OpResult<Batch> {
@@ -50,11 +59,12 @@ fn check_batch(logits: &CpuValue, labels: &CpuValue, smoothing: f32) -> OpResult
         .into_iter()
         .enumerate()
         .map(|(row, v)| match usize::try_from(v) {
-            Ok(c) if c < k => Ok(c),
-            _ => bail!("label {v} of row {row} is out of range for {k} classes"),
+            Ok(c) if c < k => Ok(Some(c)),
+            Ok(_) => bail!("label {v} of row {row} is out of range for {k} classes"),
+            Err(_) => Ok(None),
         })
         .collect::<OpResult<_>>()?;
-    Ok(Batch { n, k, labels })
+    Ok(Batch { k, labels })
 }
 
 /// Rows handed to one parallel task: a function of the shape only.
@@ -85,8 +95,11 @@ fn shift_row(z: &[f32], shifted: &mut [f32]) -> f32 {
     total
 }
 
-/// −Σ_k t_k log softmax(z)_k of one row.
-fn row_loss(z: &[f32], label: usize, eps: f64, scratch: &mut Vec<f32>) -> f64 {
+/// −Σ_k t_k log softmax(z)_k of one row; 0 for a row without a label.
+fn row_loss(z: &[f32], label: Option<usize>, eps: f64, scratch: &mut Vec<f32>) -> f64 {
+    let Some(label) = label else {
+        return 0.0;
+    };
     scratch.resize(z.len(), 0.0);
     let log_sum = f64::from(shift_row(z, scratch)).ln();
     // log softmax_k = shifted_k − log Σ; the targets sum to 1.
@@ -119,12 +132,17 @@ pub(super) fn softmax_cross_entropy(
         };
         Ok(per_task.into_iter().flatten().collect())
     })?;
-    let mean = losses.iter().sum::<f64>() / b.n as f64;
+    let mean = losses.iter().sum::<f64>() / b.counted() as f64;
     CpuValue::from_f32(vec![mean as f32], &[], DType::F32)
 }
 
-/// `scale·(softmax(z) − t)` of one row, written into `out`.
-fn row_grad(z: &[f32], label: usize, eps: f32, scale: f32, out: &mut [f32]) {
+/// `scale·(softmax(z) − t)` of one row, written into `out`; zeros for a row
+/// without a label.
+fn row_grad(z: &[f32], label: Option<usize>, eps: f32, scale: f32, out: &mut [f32]) {
+    let Some(label) = label else {
+        out.fill(0.0);
+        return;
+    };
     let total = shift_row(z, out);
     let k = z.len() as f32;
     let p_scale = scale / total;
@@ -147,7 +165,7 @@ pub(super) fn softmax_cross_entropy_grad(
     if dloss.numel() != 1 {
         bail!("dloss must be a scalar, got shape {}", sh(dloss.dims()));
     }
-    let scale = (dloss.to_f64_vec()?[0] / b.n as f64) as f32;
+    let scale = (dloss.to_f64_vec()?[0] / b.counted() as f64) as f32;
     let out = logits.read_f32(|v| {
         let zs = v.to_contiguous();
         let mut out = vec![0f32; zs.len()];
@@ -305,6 +323,33 @@ mod tests {
     }
 
     #[test]
+    fn negative_labels_are_left_out_of_the_mean_by_hand() {
+        // Row 0: [0, 0], label 0: ln 2. Row 1 is ignored (−100). Row 2: [1000, 0],
+        // label 1: 1000. The mean runs over the 2 labelled rows.
+        let logits = f32_value(&[3, 2], &[0.0, 0.0, 5.0, 1.0, 1000.0, 0.0]);
+        let labels = i64_value(&[3], &[0, -100, 1]);
+        let op = GradOp::SoftmaxCrossEntropy {
+            label_smoothing: 0.0,
+        };
+        let loss = run_one(&op, &[Some(&logits), Some(&labels)]);
+        let want = (std::f64::consts::LN_2 + 1000.0) / 2.0;
+        assert!((loss.to_f32_vec()[0] as f64 - want).abs() < 1e-4);
+        let grad = GradOp::SoftmaxCrossEntropyGrad {
+            label_smoothing: 0.0,
+        };
+        let two = f32_value(&[], &[2.0]);
+        let g = run_one(&grad, &[Some(&logits), Some(&labels), Some(&two)]);
+        // dloss/M = 1; the ignored row gets no gradient.
+        assert_eq!(g.to_f32_vec(), vec![-0.5, 0.5, 0.0, 0.0, 1.0, -1.0]);
+        // Nothing labelled: loss 0, gradient 0 (not 0/0).
+        let none = i64_value(&[3], &[-1, -100, -7]);
+        let loss = run_one(&op, &[Some(&logits), Some(&none)]);
+        assert_eq!(loss.to_f32_vec(), vec![0.0]);
+        let g = run_one(&grad, &[Some(&logits), Some(&none), Some(&two)]);
+        assert_eq!(g.to_f32_vec(), vec![0.0; 6]);
+    }
+
+    #[test]
     fn bad_labels_and_shapes_are_errors() {
         let logits = f32_value(&[3, 4], &[0.5; 12]);
         let op = GradOp::SoftmaxCrossEntropy {
@@ -323,12 +368,12 @@ mod tests {
             &grad,
             &[
                 Some(&logits),
-                Some(&i64_value(&[3], &[0, 1, -1])),
+                Some(&i64_value(&[3], &[0, 1, 5])),
                 Some(&one),
             ],
             1,
         );
-        assert!(e.contains("label -1 of row 2"), "{e}");
+        assert!(e.contains("label 5 of row 2"), "{e}");
         let e = run_err(&op, &[Some(&logits), Some(&i64_value(&[2], &[0, 1]))], 1);
         assert!(
             e.contains("labels of shape [2] do not match logits of shape [3,4]"),
