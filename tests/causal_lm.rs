@@ -4,7 +4,7 @@
 //! transformers user would, and gives the model's loss on them. glora's reader must
 //! give the same ids and next-token targets, and its loss on the built graph the
 //! same sum. Then `glora train --task causal-lm` on chats lowers the validation
-//! perplexity it reports.
+//! perplexity it reports, and `glora search` scores configs by validation loss.
 
 mod common;
 
@@ -183,6 +183,37 @@ fn chat_training_lowers_validation_perplexity() {
     let first: serde_json::Value = serde_json::from_str(metrics.lines().next().unwrap()).unwrap();
     assert_eq!(first["step"], 0);
     assert!(first["val_loss"].as_f64().is_some());
+
+    // The search scores configs by validation loss and records it as such.
+    let out = glora_ok(&[
+        "search",
+        path_str(&net),
+        "--data",
+        path_str(&data),
+        "--val-fraction",
+        "0.25",
+        "--budget",
+        "50k",
+        "--population",
+        "3",
+        "--generations",
+        "1",
+        "--parents",
+        "2",
+        "--mutations",
+        "1",
+        "--crossovers",
+        "1",
+    ]);
+    assert!(out.contains("validation loss") && out.contains("perplexity"), "{out}");
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(net.join("search.json")).unwrap()).unwrap();
+    assert_eq!(record["fitness"], "negative validation loss per token");
+    let best = &record["best"];
+    let loss = best["val_loss"].as_f64().unwrap();
+    assert!((best["fitness"].as_f64().unwrap() + loss).abs() < 1e-12);
+    assert!((best["val_perplexity"].as_f64().unwrap() - loss.exp()).abs() < 1e-9);
+    assert!(best["params"].as_u64().unwrap() <= 50_000);
 }
 
 #[test]

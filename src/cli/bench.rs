@@ -422,15 +422,24 @@ fn time_runs(
     Ok(Timing::of(times))
 }
 
+/// A batch's layout, inputs and labels.
+type RandomBatch = (
+    crate::data::InputLayout,
+    Vec<(String, crate::ir::Tensor)>,
+    crate::ir::Tensor,
+);
+
 /// A batch of random examples for `forward`: uniform images in [-1, 1), or for a text
 /// model `--seq` random token ids (from a range every vocabulary we meet covers),
-/// every one attended.
+/// every one attended; for a language model (`lm`) with next-token targets at every
+/// position but the last. Returns the layout, the inputs and the labels.
 fn random_batch(
     net: &crate::supernet::Supernet,
     forward: &crate::ir::Graph,
     a: &TrainArgs,
+    lm: bool,
     rng: &mut rand::rngs::StdRng,
-) -> anyhow::Result<(crate::data::InputLayout, Vec<(String, crate::ir::Tensor)>)> {
+) -> anyhow::Result<RandomBatch> {
     use crate::data::{Dataset, Features, Images, InputLayout, Tokens};
     use rand::RngExt;
     let text = forward
@@ -438,17 +447,26 @@ fn random_batch(
         .iter()
         .any(|&i| forward.node(i).name == crate::data::INPUT_IDS);
     let features = if text {
-        let ids = (0..a.batch)
+        let ids: Vec<Vec<u32>> = (0..a.batch)
             .map(|_| {
                 (0..a.seq)
                     .map(|_| rng.random_range(1000..2000u32))
                     .collect()
             })
             .collect();
+        let targets = lm.then(|| {
+            ids.iter()
+                .map(|s| {
+                    let mut t: Vec<i32> = s[1..].iter().map(|&v| v as i32).collect();
+                    t.push(crate::data::IGNORE_INDEX);
+                    t
+                })
+                .collect()
+        });
         Features::Tokens(Tokens {
             ids,
             type_ids: None,
-            targets: None,
+            targets,
             pad_id: 0,
             max_length: a.seq,
         })
@@ -467,18 +485,28 @@ fn random_batch(
             width: image[2],
         })
     };
-    let data = Dataset::numbered(features, vec![0; a.batch]);
+    let labels: Vec<u32> = (0..a.batch)
+        .map(|_| rng.random_range(0..a.classes.max(1) as u32))
+        .collect();
+    let data = Dataset {
+        n: a.batch,
+        labels,
+        num_classes: a.classes.max(1),
+        label_names: crate::data::numbered_labels(a.classes.max(1)),
+        features,
+    };
     let layout = InputLayout::for_model(forward, &data)?;
     let all: Vec<usize> = (0..a.batch).collect();
     let x = layout.batch(&data, &all)?;
-    Ok((layout, x))
+    let y = crate::ir::Tensor::from_i64(layout.label_shape(a.batch), layout.labels(&data, &all)?)?;
+    Ok((layout, x, y))
 }
 
 fn train(a: TrainArgs) -> anyhow::Result<ExitCode> {
     use crate::train::graph::build_training_graph;
     use crate::train::optim::{AdamW, AdamWConfig};
     use crate::train::step::{Stepper, adapter_index};
-    use rand::{RngExt, SeedableRng};
+    use rand::SeedableRng;
 
     let threads = set_threads(a.timing.threads);
     let sp = common::spinner(format!("adapting {}", a.model.display()));
@@ -492,10 +520,16 @@ fn train(a: TrainArgs) -> anyhow::Result<ExitCode> {
     );
     sp.finish_and_clear();
     let mut net = net?;
-    net.attach_new_head(a.head.features.as_deref(), a.head.pool, a.classes, a.seed)?;
-    let forward = net.with_head(net.graph.clone())?;
+    // A decoder's step is a language model's: its own head, next-token targets.
+    let lm = net.is_decoder();
+    let forward = if lm {
+        net.graph.clone()
+    } else {
+        net.attach_new_head(a.head.features.as_deref(), a.head.pool, a.classes, a.seed)?;
+        net.with_head(net.graph.clone())?
+    };
     let mut rng = rand::rngs::StdRng::seed_from_u64(a.seed);
-    let (layout, x) = random_batch(&net, &forward, &a, &mut rng)?;
+    let (layout, x, y) = random_batch(&net, &forward, &a, lm, &mut rng)?;
     let sp = common::spinner("building the training graph".into());
     let tg = build_training_graph(&forward, &layout.shapes(a.batch), 0.0);
     sp.finish_and_clear();
@@ -529,10 +563,6 @@ fn train(a: TrainArgs) -> anyhow::Result<ExitCode> {
         None => trainable,
     };
     let mut stepper = Stepper::new(tg, optimizer, adapter_index(&net), &device)?;
-    let y: Vec<i64> = (0..a.batch)
-        .map(|_| rng.random_range(0..a.classes as i64))
-        .collect();
-    let y = crate::ir::Tensor::from_i64(vec![a.batch], y)?;
     println!(
         "model {}  mode {}  device {}  batch {}  {}  threads {threads}  adapted layers {}  trainable {}",
         a.model.display(),

@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 
 use super::common;
 use crate::plot::{ChartText, FrontPoint, search_front};
-use crate::search::fitness::DEFAULT_EVAL_BATCH;
+use crate::search::fitness::{DEFAULT_EVAL_BATCH, Score};
 use crate::search::{
     Budget, Progress, SEARCH_FILE, Sampling, SearchSettings, ValidationFitness, check_budget,
     format_param_count, parse_param_count, search, write_search_record,
@@ -110,14 +110,16 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let net = Supernet::load(&a.supernet);
     sp.finish_and_clear();
     let mut net = net?;
-    let Some(head) = &net.head else {
-        bail!(
+    let head_params = match &net.head {
+        Some(head) => head.weight.numel() + head.bias.numel(),
+        // A language model scores configs with its own head.
+        None if net.is_decoder() => 0,
+        None => bail!(
             "{} has no classification head; train it first (glora train {} --data ...)",
             a.supernet.display(),
             a.supernet.display()
-        );
+        ),
     };
-    let head_params = head.weight.numel() + head.bias.numel();
     let budget = Budget {
         min: a.min_budget,
         max: a.budget,
@@ -137,14 +139,18 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         )
     })?;
     let mut fitness = ValidationFitness::new(&net, &val, a.eval_batch, &a.device.open()?)?;
+    let score = fitness.score();
     println!(
-        "searching {} ({} layers) within {}..={} adapter parameters; validating on {} samples ({} classes)",
+        "searching {} ({} layers) within {}..={} adapter parameters; validating on {} samples ({})",
         a.supernet.display(),
         net.layers.len(),
         format_param_count(budget.min),
         format_param_count(budget.max),
         val.n,
-        val.num_classes
+        match score {
+            Score::Accuracy => format!("{} classes", val.num_classes),
+            Score::NegativeLoss => "fitness: the negative loss per target token".to_string(),
+        }
     );
     let bar = common::bar(settings.max_evaluations() as u64, "searching");
     let outcome = search(
@@ -171,7 +177,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let out_dir = a.output.clone().unwrap_or_else(|| a.supernet.clone());
     std::fs::create_dir_all(&out_dir).with_context(|| out_dir.display().to_string())?;
     let record = out_dir.join(SEARCH_FILE);
-    write_search_record(&record, &outcome, Some(head_params))?;
+    write_search_record(&record, &outcome, Some(head_params), score)?;
     let points: Vec<FrontPoint> = outcome
         .evaluated
         .iter()
@@ -184,7 +190,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let text = ChartText::new(
         &format!("Search front, budget {}", format_param_count(budget.max)),
         "adapter parameters",
-        "validation accuracy",
+        score.describe(),
     );
     let [svg, png] = search_front(
         &out_dir.join(FRONT_CHART),
@@ -197,12 +203,16 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     net.config = Some(best_config);
     crate::supernet::artifact::write_manifest(&a.supernet, &net.manifest()?)?;
 
+    let head_note = if head_params > 0 {
+        format!("; head {} more", super::compile::group(head_params))
+    } else {
+        String::new()
+    };
     println!(
-        "best config: validation accuracy {:.4}, {} adapter parameters ({}; head {} more), found in generation {}",
-        best.accuracy,
+        "best config: validation {}, {} adapter parameters ({}{head_note}), found in generation {}",
+        score.show(best.accuracy),
         super::compile::group(best.params),
         format_param_count(best.params),
-        super::compile::group(head_params),
         best.generation
     );
     println!(

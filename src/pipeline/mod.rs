@@ -657,7 +657,8 @@ fn search_stage(
     bar.finish_and_clear();
     let outcome = outcome?;
     let head = net.head.as_ref().map(|h| h.weight.numel() + h.bias.numel());
-    let mut record = crate::search::search_record(&outcome, head);
+    let mut record =
+        crate::search::search_record(&outcome, head, crate::search::fitness::Score::Accuracy);
     // Genomes replayed from the journal took no time in this run; the time per
     // genome counts only those evaluated here.
     let replayed = fitness.replayed();

@@ -1,4 +1,6 @@
-//! Validation accuracy as the search's fitness.
+//! Validation accuracy as the search's fitness, or for a language model the
+//! negative validation loss per target token (lower loss is better; the search
+//! maximises).
 //!
 //! [`ValidationFitness`] builds the supernet's forward graph with its head once, at a
 //! fixed batch size, and opens one CPU session on it. Each candidate config is
@@ -20,12 +22,44 @@ use crate::train::trainer::{evaluate, forward_graph, layout_for};
 /// Images per validation batch unless the caller asks otherwise.
 pub const DEFAULT_EVAL_BATCH: usize = 64;
 
-/// Top-1 accuracy (a fraction) of the supernet under a config on a validation split.
+/// What a fitness value is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Score {
+    /// Top-1 accuracy, a fraction.
+    Accuracy,
+    /// A language model's validation loss per target token, negated.
+    NegativeLoss,
+}
+
+impl Score {
+    /// What the value is, for records and charts.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Score::Accuracy => "validation accuracy",
+            Score::NegativeLoss => "negative validation loss per token",
+        }
+    }
+
+    /// A fitness value for people: `accuracy 0.9120` or `loss 2.3120 (perplexity
+    /// 10.095)`.
+    pub fn show(self, fitness: f64) -> String {
+        match self {
+            Score::Accuracy => format!("accuracy {fitness:.4}"),
+            Score::NegativeLoss => {
+                format!("loss {:.4} (perplexity {:.3})", -fitness, (-fitness).exp())
+            }
+        }
+    }
+}
+
+/// Top-1 accuracy (a fraction) of the supernet under a config on a validation split,
+/// or a language model's negative loss per target token.
 pub struct ValidationFitness<'d> {
     session: DeviceSession,
     layout: InputLayout,
     data: &'d Dataset,
     batch: usize,
+    score: Score,
 }
 
 impl<'d> ValidationFitness<'d> {
@@ -46,24 +80,37 @@ impl<'d> ValidationFitness<'d> {
         let graph = build_eval_graph(&forward, &layout.shapes(batch))
             .context("building the validation graph")?;
         let session = device.session(&graph)?;
+        let score = if layout.label_shape(1)[0] > 1 {
+            Score::NegativeLoss
+        } else {
+            Score::Accuracy
+        };
         Ok(ValidationFitness {
             session,
             layout,
             data,
             batch,
+            score,
         })
     }
 
     pub fn batch(&self) -> usize {
         self.batch
     }
+
+    pub fn score(&self) -> Score {
+        self.score
+    }
 }
 
 impl Fitness for ValidationFitness<'_> {
     fn evaluate(&mut self, config: &ModelConfig) -> anyhow::Result<f64> {
         self.session.set_glora_configs(config)?;
-        let (accuracy, _loss) = evaluate(&self.session, &self.layout, self.data, self.batch)?;
-        Ok(f64::from(accuracy))
+        let (accuracy, loss) = evaluate(&self.session, &self.layout, self.data, self.batch)?;
+        Ok(match self.score {
+            Score::Accuracy => f64::from(accuracy),
+            Score::NegativeLoss => -f64::from(loss),
+        })
     }
 }
 

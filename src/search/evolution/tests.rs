@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::*;
 use crate::glora::{AbOption, COption, DeOption, layer_params};
+use crate::search::fitness::Score;
 use crate::search::record::search_record;
 use crate::search::testing::tiny_supernet;
 
@@ -189,9 +190,9 @@ fn the_same_seed_gives_the_same_record_and_another_seed_does_not() {
     let (a, _) = run_search(budget, &small_settings(7));
     let (b, _) = run_search(budget, &small_settings(7));
     let (c, _) = run_search(budget, &small_settings(8));
-    let ra = timeless(search_record(&a, None));
-    let rb = timeless(search_record(&b, None));
-    let rc = timeless(search_record(&c, None));
+    let ra = timeless(search_record(&a, None, Score::Accuracy));
+    let rb = timeless(search_record(&b, None, Score::Accuracy));
+    let rc = timeless(search_record(&c, None, Score::Accuracy));
     assert_eq!(
         serde_json::to_string(&ra).unwrap(),
         serde_json::to_string(&rb).unwrap()
@@ -457,7 +458,7 @@ fn a_search_stopped_part_way_continues_from_its_journal() {
     let mut fitness = JournaledFitness::open(&journal, second).unwrap();
     let resumed = search(net, budget, &settings, &mut fitness, &mut |_| {}).unwrap();
     assert_eq!(fitness.replayed(), 17);
-    let rec = |o: &SearchOutcome| timeless(search_record(o, None));
+    let rec = |o: &SearchOutcome| timeless(search_record(o, None, Score::Accuracy));
     assert_eq!(rec(&resumed), rec(&straight));
     // Only the genomes the first run had not scored were evaluated again.
     drop(fitness);
