@@ -205,7 +205,10 @@ fn chat_training_lowers_validation_perplexity() {
         "--crossovers",
         "1",
     ]);
-    assert!(out.contains("validation loss") && out.contains("perplexity"), "{out}");
+    assert!(
+        out.contains("validation loss") && out.contains("perplexity"),
+        "{out}"
+    );
     let record: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(net.join("search.json")).unwrap()).unwrap();
     assert_eq!(record["fitness"], "negative validation loss per token");
@@ -260,4 +263,73 @@ fn bad_language_model_data_is_a_one_line_error() {
         "classify",
     ]);
     assert_one_line_error(&o, &["--task classify", "decoder"]);
+}
+
+/// A GGUF file brings its own tokenizer and chat template: the same causal-LM data
+/// read through them equal what the folder made from it gives.
+#[test]
+fn gguf_tokenizer_and_template_give_the_folders_data() {
+    let Some(dir) = smollm2() else { return };
+    let Some(gguf) = fixture("models/smollm2-135m-instruct.Q4_1.gguf") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("sample.jsonl");
+    std::fs::write(&data, SAMPLE).unwrap();
+    let plan = glora::train::prepare::TextPlan::default();
+    let tok = glora::train::prepare::find_tokenizer(&plan, &gguf)
+        .unwrap()
+        .expect("the GGUF file has a tokenizer");
+    let files = glora::models::gguf::GgufFile::open(&gguf)
+        .unwrap()
+        .tokenizer_files()
+        .unwrap();
+    let template = ChatTemplate::from_memory(&gguf, &files).unwrap().unwrap();
+    let from_gguf = read_lm_data(
+        &data,
+        &tok,
+        512,
+        LmOptions {
+            template: Some(&template),
+            pack: false,
+        },
+    )
+    .unwrap();
+    let folder_tok = TextTokenizer::from_dir(&dir).unwrap();
+    let folder_template = ChatTemplate::find(&dir).unwrap().unwrap();
+    let from_folder = read_lm_data(
+        &data,
+        &folder_tok,
+        512,
+        LmOptions {
+            template: Some(&folder_template),
+            pack: false,
+        },
+    )
+    .unwrap();
+    assert_eq!(from_gguf.dataset, from_folder.dataset);
+
+    // `glora train` on a supernet of the GGUF file finds them with no --tokenizer.
+    let net = tmp.path().join("g.glora");
+    glora_ok(&[
+        "compile",
+        path_str(&gguf),
+        "-o",
+        path_str(&net),
+        "--targets",
+        "q_proj",
+    ]);
+    let out = glora_ok(&[
+        "train",
+        path_str(&net),
+        "--data",
+        path_str(&data),
+        "--steps",
+        "1",
+        "--batch",
+        "2",
+        "--val-fraction",
+        "0",
+    ]);
+    assert!(out.contains("(34 target tokens)"), "{out}");
 }

@@ -126,6 +126,39 @@ impl ChatTemplate {
         }
     }
 
+    /// The template among files held in memory (`chat_template.jinja`, with the
+    /// special tokens of `tokenizer_config.json`), named in messages as inside
+    /// `path`; `None` when there is none.
+    pub fn from_memory(
+        path: &Path,
+        files: &[(String, Vec<u8>)],
+    ) -> Result<Option<ChatTemplate>, TextDataError> {
+        let get = |name: &str| files.iter().find(|(n, _)| n == name).map(|(_, b)| b);
+        let Some(source) = get(TEMPLATE_FILE) else {
+            return Ok(None);
+        };
+        let file = path.join(TEMPLATE_FILE);
+        let source = String::from_utf8(source.clone())
+            .map_err(|_| TextDataError::file(&file, "the template is not UTF-8"))?;
+        let config: Value = match get(TOKENIZER_CONFIG) {
+            Some(b) => serde_json::from_slice(b).map_err(|e| TextDataError::Content {
+                path: path.join(TOKENIZER_CONFIG),
+                line: Some(e.line()),
+                column: Some(e.column()),
+                what: e.to_string(),
+            })?,
+            None => Value::Null,
+        };
+        Ok(Some(ChatTemplate {
+            source,
+            path: file,
+            bos_token: token(&config, "bos_token"),
+            eos_token: token(&config, "eos_token"),
+            pad_token: token(&config, "pad_token"),
+            unk_token: token(&config, "unk_token"),
+        }))
+    }
+
     /// A template given as text, with no special tokens (tests, GGUF metadata).
     pub fn from_source(source: &str, path: &Path) -> ChatTemplate {
         ChatTemplate {

@@ -97,6 +97,23 @@ impl TextTokenizer {
         TextTokenizer::build(path, &bytes, config.as_ref())
     }
 
+    /// Loads a tokenizer from files held in memory (a GGUF file's metadata made into
+    /// `tokenizer.json` and `tokenizer_config.json`), named in messages as inside
+    /// `path`.
+    pub fn from_memory(
+        path: &Path,
+        files: &[(String, Vec<u8>)],
+    ) -> Result<TextTokenizer, TextDataError> {
+        let get = |name: &str| files.iter().find(|(n, _)| n == name).map(|(_, b)| b);
+        let json = path.join("tokenizer.json");
+        let bytes =
+            get("tokenizer.json").ok_or_else(|| TextDataError::file(path, "holds no tokenizer"))?;
+        let config = get("tokenizer_config.json")
+            .map(|b| parse_tokenizer_config(&path.join("tokenizer_config.json"), b))
+            .transpose()?;
+        TextTokenizer::build(&json, bytes, config.as_ref())
+    }
+
     /// Loads a tokenizer from the bytes of a `tokenizer.json` that came from `path`
     /// (named in messages), without a `tokenizer_config.json`.
     pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<TextTokenizer, TextDataError> {
@@ -337,7 +354,11 @@ struct TokenizerConfig {
 
 fn read_tokenizer_config(path: &Path) -> Result<TokenizerConfig, TextDataError> {
     let bytes = std::fs::read(path).map_err(|e| TextDataError::io(path, e))?;
-    let value: Value = serde_json::from_slice(&bytes).map_err(|e| TextDataError::Content {
+    parse_tokenizer_config(path, &bytes)
+}
+
+fn parse_tokenizer_config(path: &Path, bytes: &[u8]) -> Result<TokenizerConfig, TextDataError> {
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| TextDataError::Content {
         path: path.to_path_buf(),
         line: Some(e.line()),
         column: Some(e.column()),

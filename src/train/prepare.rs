@@ -60,9 +60,29 @@ pub struct TextPlan {
 /// The longest text a run feeds by default.
 const DEFAULT_MAX_LENGTH: usize = 512;
 
+/// A file held in memory: its name and bytes.
+type NamedFile = (String, Vec<u8>);
+
+/// The tokenizer files a GGUF model's metadata holds, when `model` is a GGUF file
+/// without a `tokenizer.json` beside it and no `--tokenizer` is given.
+fn gguf_tokenizer_files(plan: &TextPlan, model: &Path) -> anyhow::Result<Option<Vec<NamedFile>>> {
+    let is_gguf = model
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"));
+    let beside = model.with_file_name("tokenizer.json");
+    if plan.tokenizer.is_some() || !is_gguf || beside.is_file() {
+        return Ok(None);
+    }
+    let file = crate::models::gguf::GgufFile::open(model)?;
+    Ok(Some(file.tokenizer_files()?))
+}
+
 /// The tokenizer a run uses: `--tokenizer`, else the one in the model's folder (or
-/// beside its ONNX file); `None` when there is none.
+/// beside its ONNX file), else a GGUF file's own; `None` when there is none.
 pub fn find_tokenizer(plan: &TextPlan, model: &Path) -> anyhow::Result<Option<TextTokenizer>> {
+    if let Some(files) = gguf_tokenizer_files(plan, model)? {
+        return Ok(Some(TextTokenizer::from_memory(model, &files)?));
+    }
     if let Some(t) = &plan.tokenizer {
         let tok = if t.is_dir() {
             TextTokenizer::from_dir(t)?
@@ -142,10 +162,12 @@ pub struct PreparedData {
 /// and the training subset as `plan` says.
 pub fn prepare_data(path: &Path, net: &Supernet, plan: &DataPlan) -> anyhow::Result<PreparedData> {
     let tokenizer = find_tokenizer(&plan.text, &net.base_path)?;
-    let template = if plan.text.causal_lm {
-        ChatTemplate::find(&tokenizer_dir(&plan.text, &net.base_path))?
-    } else {
+    let template = if !plan.text.causal_lm {
         None
+    } else if let Some(files) = gguf_tokenizer_files(&plan.text, &net.base_path)? {
+        ChatTemplate::from_memory(&net.base_path, &files)?
+    } else {
+        ChatTemplate::find(&tokenizer_dir(&plan.text, &net.base_path))?
     };
     let text = TextSource {
         columns: &plan.text.columns,
