@@ -263,6 +263,19 @@ fn bad_language_model_data_is_a_one_line_error() {
         "classify",
     ]);
     assert_one_line_error(&o, &["--task classify", "decoder"]);
+    let run = tmp.path().join("run");
+    let o = glora(&[
+        "pipeline",
+        path_str(&dir),
+        "--data",
+        path_str(&bad),
+        "-o",
+        path_str(&run),
+        "--budget",
+        "10k",
+    ]);
+    assert_one_line_error(&o, &["does not run language models yet"]);
+    assert!(!run.exists(), "nothing is written before the refusal");
 }
 
 /// A GGUF file brings its own tokenizer and chat template: the same causal-LM data

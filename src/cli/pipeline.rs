@@ -12,7 +12,8 @@ use crate::train::prepare::DataPlan;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The pretrained model: an ONNX file or a Hugging Face checkpoint folder (config.json + safetensors).
+    /// The pretrained model: an ONNX file or a Hugging Face checkpoint folder (config.json +
+    /// safetensors). Decoders (language models) are not run by the pipeline yet.
     pub model: PathBuf,
     #[command(flatten)]
     pub data: common::DataFlags,

@@ -302,6 +302,12 @@ pub fn run_pipeline(
     out: &Path,
     opts: &PipelineOptions,
 ) -> anyhow::Result<PipelineReport> {
+    if opts.data.text.causal_lm {
+        bail!(
+            "{}: the pipeline does not run language models yet; fine-tune a decoder with glora compile, train, search and export",
+            model.display()
+        );
+    }
     std::fs::create_dir_all(out).with_context(|| out.display().to_string())?;
     let paths = RunPaths::new(out);
     let reused = reused_stages(&paths, opts);
